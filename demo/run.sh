@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The README's main job: on a machine with a Docker Engine and no registry,
+# bring up the demo bottle (orchestrator/examples/home, agent `demo`, the
+# plain test-agent image), show an allowed request pass and a disallowed one
+# refused by egress with its `X-Bottle-Block` text, and tear everything down.
+#
+# "The internet" of the demo is a container of ours on a Docker network of its
+# own (bb-demo-internet, 10.214.0.0/24) under the alias api.example.test; the
+# demo bottle names that network in `egress.attach_networks`.
+#
+# Usage: demo/run.sh            (builds what is missing; needs root only for
+#                                the one-time base image bootstrap)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+NET=bb-demo-internet
+SUBNET=10.214.0.0/24
+UPSTREAM=bb-demo-upstream
+LABEL=dev.bot-bottle.demo=1
+BIN="$ROOT/target/x86_64-unknown-linux-gnu/release"
+ORCH="$BIN/orchestrator"
+
+DEMO_HOME="$(mktemp -d /tmp/bot-bottle-demo.XXXXXX)"
+cleanup() {
+  step "removing the demo upstream and its network"
+  docker rm -f "$UPSTREAM" >/dev/null 2>&1 || true
+  docker network rm "$NET" >/dev/null 2>&1 || true
+  BOT_BOTTLE_HOME="$DEMO_HOME" "$ORCH" cleanup -y >/dev/null 2>&1 || true
+  rm -rf "$DEMO_HOME"
+}
+trap cleanup EXIT
+
+step "building the orchestrator and the sidecar binaries (release, static)"
+cargo build --release -p orchestrator -p egress -p cred-proxy -p git-gate
+
+step "base image (built locally once, no registry)"
+if ! docker image inspect bot-bottle/base:bookworm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then images/bootstrap-base.sh; else sudo images/bootstrap-base.sh; fi
+fi
+
+step "images (content-hash tags: unchanged images are not rebuilt)"
+"$ORCH" images build --only egress
+"$ORCH" images build --only test-agent
+
+step "demo home: $DEMO_HOME (copy of orchestrator/examples/home)"
+cp -r orchestrator/examples/home/. "$DEMO_HOME/"
+export BOT_BOTTLE_HOME="$DEMO_HOME"
+
+step "the demo's 'internet': $NET ($SUBNET) with api.example.test"
+docker rm -f "$UPSTREAM" >/dev/null 2>&1 || true
+docker network rm "$NET" >/dev/null 2>&1 || true
+docker network create --subnet "$SUBNET" --label "$LABEL" "$NET" >/dev/null
+docker run -d --name "$UPSTREAM" --label "$LABEL" --network "$NET" --network-alias api.example.test \
+  bot-bottle/base:bookworm sh -c 'mkdir -p /srv && echo "hello from api.example.test" > /srv/allowed && cd /srv && exec python3 -m http.server 80' >/dev/null
+
+UP_IP="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$UPSTREAM")"
+
+step "orchestrator start demo: an allowed request, then a disallowed one"
+set +e
+"$ORCH" start demo -y -- bash -c '
+  echo "--- GET http://api.example.test/allowed (route: api.example.test, /allowed, GET)"
+  curl -sS -m 10 -i http://api.example.test/allowed
+  echo
+  echo "--- GET http://api.example.test/secret (same host, path not allowed)"
+  curl -sS -m 10 -i http://api.example.test/secret
+  echo
+  echo "--- GET https://example.org/ (no route)"
+  curl -sS -m 10 -i https://example.org/ 2>&1
+  echo
+  echo "--- direct connection to the upstream ('"$UP_IP"') ignoring the proxy"
+  curl -sS -m 3 --noproxy "*" http://'"$UP_IP"'/allowed 2>&1 || echo "refused: the bottle has no way out but egress"
+'
+code=$?
+set -e
+
+step "after the session: what is left of the bottle (nothing)"
+"$ORCH" list
+exit $code

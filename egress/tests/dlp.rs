@@ -1,0 +1,473 @@
+//! DLP, placeholders, holds and the cred-proxy hand-off, end to end.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use http::Request;
+
+const KNOWN: &str = "KNOWN-SECRET-VALUE-7f3a9c21";
+const CANARY: &str = "bb-canary-5e1d77aa0c";
+const BROKER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn dlp_config(env: &TestEnv, route_extra: &str, top_extra: &str) -> String {
+    let known = env.dir.path().join("known-secrets");
+    std::fs::write(&known, format!("\n{KNOWN}\n\n")).unwrap();
+    format!(
+        "{}ssrf_allow_cidrs = [\"127.0.0.0/8\"]\n{top_extra}\n[dlp]\nmax_body_bytes = 4096\nknown_secrets_file = {:?}\ncanary = \"{CANARY}\"\n{}[[route]]\nid = \"api\"\nhost = \"api.example.test\"\nports = [{}, {}]\n{route_extra}\n[[route]]\nid = \"other\"\nhost = \"other.example.test\"\nports = [{}]\nplaceholder = \"bb-placeholder-other-0001\"\n",
+        env.head(),
+        known,
+        env.resolves(&["api.example.test", "other.example.test", "auth.example.test"]),
+        env.tls_port,
+        env.plain_port,
+        env.tls_port,
+    )
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn assert_no_secret(env: &TestEnv) {
+    let audit = env.audit();
+    assert!(!audit.is_empty());
+    assert!(!audit.contains(KNOWN), "secret in the audit log: {audit}");
+    assert!(!audit.contains(CANARY), "canary in the audit log: {audit}");
+}
+
+#[tokio::test]
+async fn block_in_url_header_body_and_gzip_body() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        get(h, port, &format!("/q?token={KNOWN}")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().starts_with("dlp: "), "{}", r.block());
+    assert!(
+        !r.text().contains(KNOWN) && !r.block().contains(KNOWN),
+        "the refusal echoes the secret"
+    );
+
+    let mut req = get(h, port, "/h");
+    req.headers_mut()
+        .insert("x-data", format!("prefix {KNOWN}").parse().unwrap());
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().contains("header x-data"), "{}", r.block());
+
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(h, port, "/b", format!("{{\"k\":\"{KNOWN}\"}}")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().contains("body"));
+
+    let mut req = post(h, port, "/gz", gzip(format!("data={KNOWN}").as_bytes()));
+    req.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403, "gzip body");
+
+    // The canary is a known secret too, also over plain HTTP.
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://{h}:{}/c", env.plain_port))
+        .body(body(format!("x={CANARY}")))
+        .unwrap();
+    let r = plain(p.addr, req).await;
+    assert_eq!(r.status, 403);
+
+    // A clean request passes.
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(h, port, "/clean", "nothing to see"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        env.seen().len(),
+        1,
+        "only the clean request reached upstream"
+    );
+    assert_no_secret(&env);
+}
+
+#[tokio::test]
+async fn redact_in_url_header_and_gzip_body() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(
+        &env,
+        "dlp = { outbound_on_match = \"redact\" }",
+        "",
+    ))
+    .await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let mut req = post(
+        h,
+        port,
+        &format!("/r?a=1&t={KNOWN}"),
+        gzip(format!("before {KNOWN} after").as_bytes()),
+    );
+    req.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    req.headers_mut()
+        .insert("x-data", format!("v={KNOWN}").parse().unwrap());
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = env.seen();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert!(!s.path.contains(KNOWN), "{}", s.path);
+    assert!(s.path.starts_with("/r?a=1&t=%5BREDACTED:"), "{}", s.path);
+    assert!(
+        s.headers["x-data"].starts_with("v=[REDACTED:"),
+        "{:?}",
+        s.headers
+    );
+    let b = String::from_utf8_lossy(&s.body);
+    assert!(
+        b.starts_with("before [REDACTED:") && b.ends_with("] after"),
+        "{b}"
+    );
+    assert!(!s.headers.contains_key("content-encoding"));
+    if let Some(cl) = s.headers.get("content-length") {
+        assert_eq!(cl.parse::<usize>().unwrap(), s.body.len());
+    }
+    let audit = env.audit();
+    assert!(audit.contains("\"decision\":\"redact\""), "{audit}");
+    assert_no_secret(&env);
+}
+
+#[tokio::test]
+async fn opaque_and_oversized_bodies() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(h, port, "/bin", &b"\x00\x01binary\x00"[..]),
+    )
+    .await;
+    assert_eq!(r.status, 403, "binary body");
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(h, port, "/big", vec![b'a'; 10_000]),
+    )
+    .await;
+    assert_eq!(r.status, 403, "over max_body_bytes");
+    assert!(r.block().contains("max_body_bytes"));
+    assert!(env.seen().is_empty());
+
+    let env2 = TestEnv::new().await;
+    let p2 = start_proxy(&dlp_config(&env2, "dlp = { opaque_bodies = true }", "")).await;
+    let port = env2.tls_port;
+    let r = https(
+        &env2,
+        p2.addr,
+        h,
+        port,
+        post(h, port, "/bin", &b"\x00\x01binary\x00"[..]),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = https(
+        &env2,
+        p2.addr,
+        h,
+        port,
+        post(h, port, "/big", vec![b'a'; 10_000]),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        env2.seen()[1].body.len(),
+        10_000,
+        "the opted-in large body arrives whole"
+    );
+}
+
+#[tokio::test]
+async fn placeholder_of_another_route_is_refused() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(
+        &env,
+        "dlp = { outbound_detectors = false }",
+        "",
+    ))
+    .await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let mut req = get(h, port, "/p");
+    req.headers_mut().insert(
+        "authorization",
+        "Bearer bb-placeholder-other-0001".parse().unwrap(),
+    );
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.block().starts_with("dlp: ") && r.block().contains("other"),
+        "{}",
+        r.block()
+    );
+    // Its own route may carry it.
+    let mut req = get("other.example.test", port, "/p");
+    req.headers_mut().insert(
+        "authorization",
+        "Bearer bb-placeholder-other-0001".parse().unwrap(),
+    );
+    let r = https(&env, p.addr, "other.example.test", port, req).await;
+    assert_eq!(r.status, 200);
+}
+
+async fn wait_for_hold(dir: &std::path::Path) -> (String, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(e) = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".hold.json"))
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.trim_end_matches(".hold.json").to_string();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            return (id, text);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no hold file appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn supervise_holds_until_decision() {
+    let env = TestEnv::new().await;
+    let holds = env.dir.path().join("holds");
+    std::fs::create_dir(&holds).unwrap();
+    let cfg = dlp_config(
+        &env,
+        "dlp = { outbound_on_match = \"supervise\" }",
+        &format!("holds_dir = {holds:?}\nhold_timeout_secs = 20"),
+    );
+    let p = start_proxy(&cfg).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    for (decision, status) in [("allow", 200), ("deny", 403)] {
+        let req = post(h, port, "/held?x=1", format!("s={KNOWN}"));
+        let send = https(&env, p.addr, h, port, req);
+        tokio::pin!(send);
+        let (id, summary) = tokio::select! {
+            r = &mut send => panic!("answered before a decision: {}", r.status),
+            x = wait_for_hold(&holds) => x,
+        };
+        assert!(!summary.contains(KNOWN), "{summary}");
+        assert!(summary.contains("\"route\": \"api\""), "{summary}");
+        std::fs::write(
+            holds.join(format!("{id}.decision")),
+            format!("{decision}\n"),
+        )
+        .unwrap();
+        let r = send.await;
+        assert_eq!(r.status, status, "decision {decision}");
+    }
+    let seen = env.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body,
+        format!("s={KNOWN}").into_bytes(),
+        "allowed hold forwards the original"
+    );
+}
+
+#[tokio::test]
+async fn auth_route_is_handed_to_cred_proxy_signed_and_stripped() {
+    // SAFETY of set_var: every test in this binary sets the same value.
+    std::env::set_var("BOT_BOTTLE_BROKER_KEY", BROKER_KEY);
+    let env = TestEnv::new().await;
+    // The plain upstream stands in for cred-proxy: it records what it receives.
+    let cfg = format!(
+        "{}ssrf_allow_cidrs = [\"127.0.0.0/8\"]\ncred_proxy = \"127.0.0.1:{}\"\n{}[[route]]\nid = \"gh\"\nhost = \"auth.example.test\"\nports = [{}]\nauth = {{ scheme = \"Bearer\", token_ref = \"GH_TOKEN\" }}\nplaceholder = \"bb-placeholder-gh-0001\"\n",
+        env.head(),
+        env.plain_port,
+        env.resolves(&["auth.example.test"]),
+        env.tls_port
+    );
+    let p = start_proxy(&cfg).await;
+    let port = env.tls_port;
+    let h = "auth.example.test";
+    let mut req = post(h, port, "/repos/x?page=2", "body");
+    for (k, v) in [
+        ("authorization", "Bearer bb-placeholder-gh-0001"),
+        ("x-api-key", "k"),
+        ("cookie", "c=1"),
+        ("proxy-authorization", "Basic Zm9v"),
+        ("x-bottle-route", "evil"),
+        ("x-bottle-sig", "00"),
+        ("x-keep", "yes"),
+    ] {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = env.seen();
+    let s = &seen[0];
+    assert_eq!(s.method, "POST");
+    assert_eq!(s.path, "/repos/x?page=2");
+    assert_eq!(s.body, b"body");
+    for gone in [
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "proxy-authorization",
+    ] {
+        assert!(!s.headers.contains_key(gone), "{gone} reached cred-proxy");
+    }
+    assert_eq!(s.headers["x-keep"], "yes");
+    assert_eq!(s.headers["x-bottle-route"], "gh");
+    let dial = format!("127.0.0.1:{port}");
+    assert_eq!(s.headers["x-bottle-dial"], dial);
+    let key = cred_proxy::handoff::BrokerKey::from_hex(BROKER_KEY).unwrap();
+    assert!(cred_proxy::handoff::verify(
+        &key,
+        "gh",
+        &dial,
+        "POST",
+        "/repos/x?page=2",
+        &s.headers["x-bottle-sig"]
+    ));
+}
+
+/// A realistic-looking GitHub token (random, not a real credential).
+const GH_PAT: &str = "ghp_R4nd0mT3stT0k3nXq9Lm2Zp8Wv5Yk7Hs1Dj6";
+
+#[tokio::test]
+async fn token_patterns_and_encoded_secrets_are_found() {
+    use base64::Engine;
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(h, port, "/t", format!("token={GH_PAT}")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().contains("github-pat"), "{}", r.block());
+
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(
+            h,
+            port,
+            "/t",
+            format!("{{\"blob\":\"{}\"}}", b64(&format!("x {GH_PAT} y"))),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 403, "base64-encoded token in the body");
+
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(h, port, "/k", b64(&format!("known={KNOWN}"))),
+    )
+    .await;
+    assert_eq!(r.status, 403, "base64-encoded known secret in the body");
+
+    let mut req = post(
+        h,
+        port,
+        "/gzb64",
+        gzip(b64(&format!("c={CANARY}")).as_bytes()),
+    );
+    req.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403, "base64 inside gzip");
+
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        get(h, port, &format!("/u?x={}", b64(KNOWN).replace('=', "%3D"))),
+    )
+    .await;
+    assert_eq!(r.status, 403, "base64 known secret in the query");
+
+    assert!(env.seen().is_empty());
+    let audit = env.audit();
+    assert!(!audit.contains(GH_PAT) && !audit.contains(&b64(KNOWN)));
+    assert_no_secret(&env);
+}
+
+#[tokio::test]
+async fn supervise_without_decision_times_out_refused() {
+    let env = TestEnv::new().await;
+    let holds = env.dir.path().join("holds");
+    std::fs::create_dir(&holds).unwrap();
+    let cfg = dlp_config(
+        &env,
+        "dlp = { outbound_on_match = \"supervise\" }",
+        &format!("holds_dir = {holds:?}\nhold_timeout_secs = 1"),
+    );
+    let p = start_proxy(&cfg).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post(h, port, "/held", format!("s={KNOWN}")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().contains("timed out"), "{}", r.block());
+    assert!(env.seen().is_empty());
+    assert_eq!(
+        std::fs::read_dir(&holds).unwrap().count(),
+        0,
+        "hold file removed after the timeout"
+    );
+}

@@ -1,0 +1,417 @@
+//! `start --dry-run`: resolve the whole plan with no Docker side effects and
+//! print it (the preflight summary, or JSON documented in docs/plan-json.md).
+//! The engine is only asked read-only questions (version, runtimes); when it
+//! cannot be reached the plan says so. Token values are never read here, only
+//! whether their variables are set.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use crate::cli::{Format, StartArgs};
+use crate::error::{Error, Problem};
+use crate::home::Home;
+use crate::manifest;
+use crate::plan::{self, EngineProbe, EnvValue, ImageSource, Plan, PlanOptions};
+
+/// Ask the engine (read-only) for its version and whether it offers runsc.
+pub async fn probe_engine() -> EngineProbe {
+    let docker = match crate::images::connect_engine().await {
+        Ok(d) => d,
+        Err(e) => {
+            return EngineProbe {
+                version: None,
+                unreachable: Some(e.to_string()),
+                runsc: false,
+            }
+        }
+    };
+    let version = tokio::time::timeout(Duration::from_secs(5), docker.version()).await;
+    let info = tokio::time::timeout(Duration::from_secs(5), docker.info()).await;
+    match (version, info) {
+        (Ok(Ok(v)), Ok(Ok(i))) => EngineProbe {
+            version: v.version,
+            unreachable: None,
+            runsc: i.runtimes.is_some_and(|r| r.contains_key("runsc")),
+        },
+        (Ok(Err(e)), _) | (_, Ok(Err(e))) => EngineProbe {
+            version: None,
+            unreachable: Some(e.to_string()),
+            runsc: false,
+        },
+        _ => EngineProbe {
+            version: None,
+            unreachable: Some("no answer within 5 s".into()),
+            runsc: false,
+        },
+    }
+}
+
+/// The agent to start: the one named, or the only one there is.
+pub fn pick_agent(home: &Home, name: Option<&str>) -> Result<String, Error> {
+    if let Some(n) = name {
+        return Ok(n.to_string());
+    }
+    let agents = manifest::list_agents(home)?;
+    match agents.len() {
+        1 => Ok(agents.keys().next().expect("one agent").clone()),
+        n => Err(Error::Manifest(vec![Problem {
+            file: home.agents_dir(),
+            key: String::new(),
+            message: if n == 0 {
+                "no agent manifests found: create agents/<name>.md (see examples/home)".into()
+            } else {
+                format!(
+                    "several agents exist ({}): name one, e.g. `orchestrator start {}`",
+                    agents.keys().cloned().collect::<Vec<_>>().join(", "),
+                    agents.keys().next().expect("n>1")
+                )
+            },
+        }])),
+    }
+}
+
+/// Resolve the plan `start` would execute for these arguments.
+pub async fn plan_for(home: &Home, args: &StartArgs) -> Result<Plan, Error> {
+    let agent = pick_agent(home, args.agent.as_deref())?;
+    let resolved = manifest::resolve(home, &agent)?;
+    // Usage errors before asking the engine anything.
+    plan::parse_sidecar_images(&args.sidecar_image)?;
+    let probe = probe_engine().await;
+    let opts = PlanOptions {
+        id: None,
+        sidecar_images: args.sidecar_image.clone(),
+        command: args.command.clone(),
+        // Absolute, so the plan (and `resume`) do not depend on where it was made.
+        cwd: args.cwd.as_ref().map(|c| {
+            c.canonicalize().unwrap_or_else(|_| {
+                std::env::current_dir()
+                    .map(|d| d.join(c))
+                    .unwrap_or_else(|_| c.clone())
+            })
+        }),
+        probe,
+    };
+    plan::build(home, &resolved, &opts)
+}
+
+/// `start --dry-run`.
+pub async fn run(args: &StartArgs) -> Result<u8, Error> {
+    let home = Home::from_env()?;
+    let plan = plan_for(&home, args).await?;
+    match args.format {
+        Format::Json => println!("{}", to_json(&plan)),
+        Format::Human => print!("{}", human(&plan, std::io::stdout().is_terminal())),
+    }
+    Ok(0)
+}
+
+/// The plan as pretty JSON (docs/plan-json.md).
+pub fn to_json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan always serialises")
+}
+
+fn origin_short(o: &str) -> String {
+    if let Some(f) = o.strip_prefix("bottle:") {
+        let name = std::path::Path::new(f)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        format!("bottle {name}")
+    } else if let Some(t) = o.strip_prefix("template:") {
+        format!("template {t}")
+    } else if let Some(r) = o.strip_prefix("git-remote:") {
+        format!("git remote {r}")
+    } else {
+        o.to_string()
+    }
+}
+
+fn image_line(image: &str, src: &ImageSource) -> String {
+    match src {
+        ImageSource::Builtin { name } => format!("{image} (built from images/{name}.Dockerfile)"),
+        ImageSource::Dockerfile { path } => format!("{image} (built from {})", path.display()),
+        ImageSource::Override { .. } => format!("{image} (override)"),
+    }
+}
+
+/// The preflight summary a person reads before answering y/N.
+pub fn human(plan: &Plan, color: bool) -> String {
+    let red = |s: &str| {
+        if color {
+            format!("\x1b[1;31m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let yellow = |s: &str| {
+        if color {
+            format!("\x1b[33m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let bold = |s: &str| {
+        if color {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let mut o = String::new();
+    let w = &mut o;
+    let _ = writeln!(
+        w,
+        "{} {}  (agent {}, bottle {})",
+        bold("bottle"),
+        plan.id,
+        plan.agent,
+        plan.bottle
+    );
+    let _ = writeln!(
+        w,
+        "  manifests: {}",
+        plan.manifests
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let a = &plan.agent_container;
+    let _ = writeln!(w, "  agent:     {}", image_line(&a.image, &a.image_source));
+    if let Some(p) = &a.provider {
+        let _ = writeln!(w, "  provider:  {p}");
+    }
+    if !a.command.is_empty() {
+        let _ = writeln!(w, "  command:   {}", a.command.join(" "));
+    }
+    if let Some(c) = &a.copy_cwd {
+        let _ = writeln!(w, "  workspace: copy of {}", c.display());
+    }
+    if !a.skills.is_empty() {
+        let _ = writeln!(w, "  skills:    {}", a.skills.join(", "));
+    }
+    let rt = &plan.runtime;
+    let _ = writeln!(
+        w,
+        "  runtime:   {} (engine {}{}; internal networks: {})",
+        rt.agent_runtime,
+        rt.engine,
+        rt.engine_version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default(),
+        rt.gateway_isolation
+    );
+
+    let _ = writeln!(w, "\n{}", bold("networks"));
+    for n in &plan.networks {
+        let _ = writeln!(
+            w,
+            "  {:<9} {:<32} {:<17} {}",
+            n.role.as_str(),
+            n.name,
+            n.subnet.to_string(),
+            if n.internal {
+                "internal, no route out"
+            } else {
+                "bridge (the way out)"
+            }
+        );
+    }
+    let _ = writeln!(w, "\n{}", bold("sidecars"));
+    for s in &plan.sidecars {
+        let addrs: Vec<String> = s
+            .addresses
+            .iter()
+            .map(|(n, a)| format!("{a} ({})", n.as_str()))
+            .collect();
+        let _ = writeln!(
+            w,
+            "  {:<10} :{:<5} {}",
+            s.role.as_str(),
+            s.port,
+            addrs.join(", ")
+        );
+        let _ = writeln!(
+            w,
+            "  {:<10} image {}",
+            "",
+            image_line(&s.image, &s.image_source)
+        );
+        if !s.attach_networks.is_empty() {
+            let _ = writeln!(
+                w,
+                "  {:<10} also joins {}",
+                "",
+                s.attach_networks.join(", ")
+            );
+        }
+    }
+
+    let mut hosts: Vec<String> = Vec::new();
+    for r in &plan.routes {
+        let h = if r.tunnel && r.origin.starts_with("git-remote:") {
+            format!("{} (git-gate only)", r.host)
+        } else {
+            r.host.clone()
+        };
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\n{} {}",
+        bold("hosts reachable:"),
+        if hosts.is_empty() {
+            "none".to_string()
+        } else {
+            hosts.join(", ")
+        }
+    );
+    let _ = writeln!(w, "\n{}", bold("routes (everything else is refused)"));
+    for r in &plan.routes {
+        let ports: Vec<String> = r.ports.iter().map(|p| p.to_string()).collect();
+        let methods = if r.tunnel {
+            "CONNECT".to_string()
+        } else if r.methods.is_empty() {
+            "any method".to_string()
+        } else {
+            r.methods.join(",")
+        };
+        let paths = if r.tunnel {
+            String::new()
+        } else if r.paths.is_empty() {
+            "any path".to_string()
+        } else {
+            r.paths
+                .iter()
+                .map(|p| format!("{}*", p.value))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut line = format!("  {}:{}  {}", r.host, ports.join(","), methods);
+        if !paths.is_empty() {
+            let _ = write!(line, "  {paths}");
+        }
+        if let Some(au) = &r.auth {
+            let _ = write!(line, "  auth {} from ${}", au.scheme, au.token_ref);
+        }
+        if r.tunnel {
+            let _ = write!(line, "  {}", yellow("tunnel: no DLP, not intercepted"));
+        } else if r.dlp.outbound_detectors.is_empty() {
+            let _ = write!(line, "  {}", yellow("no DLP"));
+        } else {
+            let _ = write!(
+                line,
+                "  dlp {} → {}",
+                r.dlp.outbound_detectors.join("+"),
+                r.dlp.outbound_on_match
+            );
+        }
+        if r.upgrade {
+            let _ = write!(line, "  upgrades allowed");
+        }
+        let _ = write!(line, "  [{}]", origin_short(&r.origin));
+        let _ = writeln!(w, "{line}");
+        if r.allow_writes {
+            let _ =
+                writeln!(
+                    w,
+                    "    {}",
+                    red(&format!(
+                    "WRITE to a git remote's forge through its API ({}): this goes around git-gate",
+                    r.paths.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+                );
+        }
+    }
+
+    if !plan.git.remotes.is_empty() {
+        let _ = writeln!(w, "\n{}", bold("git remotes (through git-gate)"));
+        if let (Some(n), Some(e)) = (&plan.git.user_name, &plan.git.user_email) {
+            let _ = writeln!(w, "  commits as {n} <{e}>");
+        }
+        for r in &plan.git.remotes {
+            let _ = writeln!(w, "  {:<10} {} → {}", r.name, r.gate_url, r.upstream);
+            let _ = writeln!(
+                w,
+                "  {:<10} push refs {}; pinned key {}; key file {}{}",
+                "",
+                r.push_refs.join(" "),
+                r.known_host_key.split_whitespace().next().unwrap_or(""),
+                r.identity_file.display(),
+                if r.identity_file_present {
+                    ""
+                } else {
+                    " (MISSING)"
+                }
+            );
+            let _ = writeln!(
+                w,
+                "  {:<10} protected paths: {}",
+                "",
+                r.protected_paths.join(" ")
+            );
+        }
+    }
+
+    let _ = writeln!(
+        w,
+        "\n{}",
+        bold("tokens (by name; values never leave cred-proxy)")
+    );
+    if plan.tokens.is_empty() {
+        let _ = writeln!(w, "  none");
+    }
+    for t in &plan.tokens {
+        let _ = writeln!(
+            w,
+            "  ${:<24} {}  → {} for {}",
+            t.var,
+            if t.present { "set" } else { "NOT SET" },
+            t.consumer,
+            t.routes.join(", ")
+        );
+    }
+    let forwarded: Vec<String> = a
+        .env
+        .iter()
+        .filter_map(|e| match &e.value {
+            EnvValue::Host { var } => Some(if *var == e.name {
+                var.clone()
+            } else {
+                format!("{} (from ${var})", e.name)
+            }),
+            _ => None,
+        })
+        .collect();
+    if !forwarded.is_empty() {
+        let _ = writeln!(w, "  agent env forwarded by name: {}", forwarded.join(", "));
+    }
+    if plan.supervise {
+        let _ = writeln!(
+            w,
+            "\n{} the agent may ask for more through supervise (routes, capabilities)",
+            bold("supervise:")
+        );
+    }
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n{}",
+            bold("warnings (a real start refuses missing identity files and unset tokens)")
+        );
+        for x in &plan.warnings {
+            let _ = writeln!(w, "  {}", yellow(x));
+        }
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(w, "\n{}", bold("notes"));
+        for x in &plan.notes {
+            let _ = writeln!(w, "  - {x}");
+        }
+    }
+    o
+}

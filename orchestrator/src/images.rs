@@ -1,0 +1,594 @@
+//! Images of bot-bottle, built through the Docker Engine API with no registry:
+//! the Dockerfiles of `images/` are embedded in the binary at compile time, the
+//! build context (Dockerfile + the sidecar's static release binary) is a tar
+//! made in process, the classic builder runs it (no BuildKit frontend to pull),
+//! and the tag is a hash of that content, so an unchanged image is never
+//! rebuilt. Every image starts `FROM scratch` or from the local base image,
+//! which `images/bootstrap-base.sh` makes; nothing is ever pulled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
+use bollard::Docker;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::cli::{ImagesArgs, ImagesCommand};
+use crate::error::Error;
+
+include!(concat!(env!("OUT_DIR"), "/dockerfiles.rs"));
+
+/// Repository prefix of every image: `bot-bottle/<name>:<content hash>`.
+pub const IMAGE_PREFIX: &str = "bot-bottle/";
+/// The local base image (`images/bootstrap-base.sh`); `BOT_BOTTLE_BASE_IMAGE` overrides it.
+pub const DEFAULT_BASE_IMAGE: &str = "bot-bottle/base:bookworm";
+pub const BASE_IMAGE_ENV: &str = "BOT_BOTTLE_BASE_IMAGE";
+/// Directory holding the sidecar release binaries, when not next to the orchestrator.
+pub const BIN_DIR_ENV: &str = "BOT_BOTTLE_BIN_DIR";
+/// Label on every image built here.
+pub const LABEL_IMAGE: &str = "dev.bot-bottle.image";
+
+/// Images whose build context carries a binary of the same name (a workspace package).
+pub const BINARY_IMAGES: [&str; 4] = ["egress", "cred-proxy", "git-gate", "supervise-mcp"];
+/// Built by `images build` without `--only` (the provider images need npm at build time).
+pub const DEFAULT_BUILD: [&str; 5] = [
+    "egress",
+    "cred-proxy",
+    "git-gate",
+    "supervise-mcp",
+    "test-agent",
+];
+
+/// The base image reference.
+pub fn base_image() -> String {
+    std::env::var(BASE_IMAGE_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_BASE_IMAGE.to_string())
+}
+
+/// Names of every image this build knows.
+pub fn known_images() -> Vec<&'static str> {
+    EMBEDDED_DOCKERFILES
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "base")
+        .collect()
+}
+
+/// The embedded Dockerfile of `name`.
+pub fn dockerfile(name: &str) -> Result<&'static str, Error> {
+    EMBEDDED_DOCKERFILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            if BINARY_IMAGES.contains(&name) || DEFAULT_BUILD.contains(&name) {
+                Error::NoDockerfile {
+                    name: name.to_string(),
+                }
+            } else {
+                Error::UnknownImage {
+                    name: name.to_string(),
+                    known: known_images().join(", "),
+                }
+            }
+        })
+}
+
+/// Where the binary of `name` is looked for, in order: `BOT_BOTTLE_BIN_DIR`,
+/// the release directory of the target the orchestrator was built in, the
+/// orchestrator's own directory (and its parent, for test executables).
+pub fn binary_search_path() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os(BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            // target/<triple>/{debug,release}[/deps]/exe → target/<triple>/release
+            for anc in dir.ancestors().take(3) {
+                if matches!(
+                    anc.file_name().and_then(|n| n.to_str()),
+                    Some("debug" | "release")
+                ) {
+                    if let Some(p) = anc.parent() {
+                        dirs.push(p.join("release"));
+                    }
+                }
+            }
+            dirs.push(dir.to_path_buf());
+            if let Some(p) = dir.parent() {
+                dirs.push(p.to_path_buf());
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    dirs.retain(|d| {
+        let keep = !seen.contains(d);
+        seen.push(d.clone());
+        keep
+    });
+    dirs
+}
+
+/// The release binary of a sidecar image.
+pub fn find_binary(name: &str) -> Result<PathBuf, Error> {
+    let dirs = binary_search_path();
+    for d in &dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::MissingBinary {
+        name: name.to_string(),
+        package: name.to_string(),
+        searched: dirs,
+    })
+}
+
+/// Everything an image is built from.
+struct Context {
+    name: String,
+    dockerfile: String,
+    binary: Option<(String, Vec<u8>)>,
+    base: String,
+}
+
+impl Context {
+    fn load(name: &str) -> Result<Context, Error> {
+        let dockerfile = dockerfile(name)?.to_string();
+        let binary = if BINARY_IMAGES.contains(&name) {
+            let p = find_binary(name)?;
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            Some((name.to_string(), bytes))
+        } else {
+            None
+        };
+        Ok(Context {
+            name: name.to_string(),
+            dockerfile,
+            binary,
+            base: base_image(),
+        })
+    }
+
+    fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"bot-bottle image v1\0");
+        h.update(self.name.as_bytes());
+        h.update(b"\0");
+        h.update(self.dockerfile.as_bytes());
+        h.update(b"\0");
+        h.update(self.base.as_bytes());
+        h.update(b"\0");
+        if let Some((n, b)) = &self.binary {
+            h.update(n.as_bytes());
+            h.update(b"\0");
+            h.update(b);
+        }
+        hex::encode(&h.finalize()[..8])
+    }
+
+    fn tag(&self) -> String {
+        format!("{IMAGE_PREFIX}{}:{}", self.name, self.hash())
+    }
+
+    fn uses_base(&self) -> bool {
+        self.dockerfile.lines().any(|l| {
+            let l = l.trim_start();
+            l.len() > 5
+                && l[..5].eq_ignore_ascii_case("FROM ")
+                && !l[5..].trim().eq_ignore_ascii_case("scratch")
+        })
+    }
+
+    fn tar(&self) -> Result<Vec<u8>, Error> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, mode: u32, data: &[u8]| -> std::io::Result<()> {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, path, data)
+        };
+        let io = |e| Error::io("build context", e);
+        add("Dockerfile", 0o644, self.dockerfile.as_bytes()).map_err(io)?;
+        if let Some((n, bytes)) = &self.binary {
+            add(n, 0o755, bytes).map_err(io)?;
+        }
+        let mut out = b.into_inner().map_err(io)?;
+        out.flush().map_err(io)?;
+        Ok(out)
+    }
+}
+
+/// The tag `name` would get now (`bot-bottle/<name>:<hash>`), without Docker.
+pub fn planned_tag(name: &str) -> Result<String, Error> {
+    Ok(Context::load(name)?.tag())
+}
+
+/// Tag of an image built from a manifest's own Dockerfile (agent images).
+pub fn dockerfile_tag(agent: &str, path: &Path) -> Result<String, Error> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    h.update(&text);
+    h.update(base_image().as_bytes());
+    let slug: String = agent
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Ok(format!(
+        "{IMAGE_PREFIX}agent-{slug}:{}",
+        hex::encode(&h.finalize()[..8])
+    ))
+}
+
+/// Connect to the engine (`DOCKER_HOST` honoured) and agree on an API version.
+pub async fn connect_engine() -> Result<Docker, Error> {
+    let docker = Docker::connect_with_defaults().map_err(|e| Error::EngineUnreachable {
+        detail: e.to_string(),
+    })?;
+    match tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version()).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(Error::EngineUnreachable {
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(Error::EngineUnreachable {
+            detail: "no answer within 5 s".into(),
+        }),
+    }
+}
+
+/// How a build reports what it does.
+pub trait BuildProgress: Send + Sync {
+    fn line(&self, image: &str, text: &str);
+}
+
+/// Progress on stderr, prefixed with the image name.
+#[derive(Debug, Default)]
+pub struct StderrProgress {
+    pub quiet: bool,
+}
+
+impl BuildProgress for StderrProgress {
+    fn line(&self, image: &str, text: &str) {
+        if !self.quiet {
+            let t = text.trim_end();
+            if !t.is_empty() {
+                eprintln!("[{image}] {t}");
+            }
+        }
+    }
+}
+
+async fn image_exists(docker: &Docker, reference: &str) -> Result<bool, Error> {
+    match docker.inspect_image(reference).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(Error::docker(format!("inspect image {reference}"), e)),
+    }
+}
+
+/// Make sure each named image exists, building those that do not; returns
+/// name → tag. Unchanged images (same content hash) are not rebuilt.
+pub async fn ensure_images(
+    docker: &Docker,
+    names: &[&str],
+    progress: &dyn BuildProgress,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        let ctx = Context::load(name)?;
+        let tag = ctx.tag();
+        if image_exists(docker, &tag).await? {
+            progress.line(name, &format!("{tag} is up to date"));
+        } else {
+            build(docker, &ctx, &tag, progress).await?;
+        }
+        // A moving `latest` for people and fixtures; the hash tag is what bottles run.
+        let (repo, _) = tag.rsplit_once(':').expect("tag has a colon");
+        docker
+            .tag_image(
+                &tag,
+                Some(
+                    TagImageOptionsBuilder::default()
+                        .repo(repo)
+                        .tag("latest")
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(|e| Error::docker(format!("tag {tag} as latest"), e))?;
+        out.insert(name.to_string(), tag);
+    }
+    Ok(out)
+}
+
+async fn build(
+    docker: &Docker,
+    ctx: &Context,
+    tag: &str,
+    progress: &dyn BuildProgress,
+) -> Result<(), Error> {
+    if ctx.uses_base() && !image_exists(docker, &ctx.base).await? {
+        return Err(Error::BaseImageMissing {
+            image: ctx.base.clone(),
+        });
+    }
+    progress.line(&ctx.name, &format!("building {tag}"));
+    let tar = ctx.tar()?;
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_IMAGE.to_string(), ctx.name.clone());
+    let mut args = HashMap::new();
+    args.insert("BASE".to_string(), ctx.base.clone());
+    let opts = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&args)
+        .labels(&labels)
+        .version(BuilderVersion::BuilderV1)
+        .build();
+    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
+    let mut last = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(d) = info.error_detail.and_then(|d| d.message) {
+                    return Err(Error::Build {
+                        name: ctx.name.clone(),
+                        detail: d,
+                    });
+                }
+                if let Some(s) = info.stream {
+                    last = s.trim_end().to_string();
+                    progress.line(&ctx.name, &s);
+                } else if let Some(s) = info.status {
+                    progress.line(&ctx.name, &s);
+                }
+            }
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                return Err(Error::Build {
+                    name: ctx.name.clone(),
+                    detail: error,
+                });
+            }
+            Err(e) => {
+                return Err(Error::Build {
+                    name: ctx.name.clone(),
+                    detail: format!("{e} (last output: {last})"),
+                })
+            }
+        }
+    }
+    if !image_exists(docker, tag).await? {
+        return Err(Error::Build {
+            name: ctx.name.clone(),
+            detail: format!(
+                "the engine reported no error but {tag} does not exist (last output: {last})"
+            ),
+        });
+    }
+    progress.line(&ctx.name, &format!("built {tag}"));
+    Ok(())
+}
+
+/// Build an agent image from a manifest's own Dockerfile (`agent_provider.dockerfile`)
+/// under `tag` (see [`dockerfile_tag`]). The context holds only that Dockerfile:
+/// nothing else of the operator's files reaches the build.
+pub async fn ensure_dockerfile_image(
+    docker: &Docker,
+    tag: &str,
+    path: &Path,
+    progress: &dyn BuildProgress,
+) -> Result<(), Error> {
+    if image_exists(docker, tag).await? {
+        progress.line("agent", &format!("{tag} is up to date"));
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let ctx = Context {
+        name: "agent".into(),
+        dockerfile: text,
+        binary: None,
+        base: base_image(),
+    };
+    build(docker, &ctx, tag, progress).await
+}
+
+/// Make every image a plan names exist: built-in ones by content hash, the
+/// agent's own Dockerfile, and overrides (which must already exist: nothing
+/// is ever pulled).
+pub async fn ensure_plan_images(
+    docker: &Docker,
+    plan: &crate::plan::Plan,
+    progress: &dyn BuildProgress,
+) -> Result<(), Error> {
+    use crate::plan::ImageSource;
+    let sources = plan
+        .sidecars
+        .iter()
+        .map(|s| (&s.image, &s.image_source))
+        .chain(std::iter::once((
+            &plan.agent_container.image,
+            &plan.agent_container.image_source,
+        )));
+    let mut builtin: Vec<&str> = Vec::new();
+    for (image, src) in sources {
+        match src {
+            ImageSource::Builtin { name } => {
+                if !builtin.contains(&name.as_str()) {
+                    builtin.push(name);
+                }
+            }
+            ImageSource::Dockerfile { path } => {
+                ensure_dockerfile_image(docker, image, path, progress).await?
+            }
+            ImageSource::Override { image } => {
+                if !image_exists(docker, image).await? {
+                    return Err(Error::Build {
+                        name: image.clone(),
+                        detail: "this image does not exist in the engine, and bot-bottle never pulls: build or load it first".into(),
+                    });
+                }
+            }
+        }
+    }
+    let tags = ensure_images(docker, &builtin, progress).await?;
+    for (name, tag) in tags {
+        let planned = plan
+            .sidecars
+            .iter()
+            .map(|s| (&s.image, &s.image_source))
+            .chain(std::iter::once((
+                &plan.agent_container.image,
+                &plan.agent_container.image_source,
+            )))
+            .find(|(_, src)| matches!(src, ImageSource::Builtin { name: n } if *n == name))
+            .map(|(i, _)| i.clone());
+        if planned.as_deref() != Some(tag.as_str()) {
+            return Err(Error::Build {
+                name,
+                detail: format!("built {tag} but the plan names {}: a binary or Dockerfile changed while planning; run again", planned.unwrap_or_default()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `orchestrator images build [--only NAME]`.
+pub async fn run_cli(args: &ImagesArgs) -> Result<u8, Error> {
+    let ImagesCommand::Build { only } = &args.command;
+    let names: Vec<&str> = match only {
+        Some(n) => {
+            dockerfile(n)?;
+            vec![n.as_str()]
+        }
+        None => DEFAULT_BUILD
+            .iter()
+            .copied()
+            .filter(|n| EMBEDDED_DOCKERFILES.iter().any(|(e, _)| e == n))
+            .collect(),
+    };
+    if only.is_none() {
+        for n in DEFAULT_BUILD {
+            if !names.contains(&n) {
+                eprintln!("note: images/{n}.Dockerfile was not in this build of the orchestrator; skipping {n}");
+            }
+        }
+    }
+    let docker = connect_engine().await?;
+    if names.len() == 1 {
+        for (name, tag) in ensure_images(&docker, &names, &StderrProgress::default()).await? {
+            println!("{name}\t{tag}");
+        }
+        return Ok(0);
+    }
+    // Several images: one failure (say a binary not built yet) does not stop the others.
+    let mut failed = Vec::new();
+    for name in names {
+        match ensure_images(&docker, &[name], &StderrProgress::default()).await {
+            Ok(tags) => {
+                for (name, tag) in tags {
+                    println!("{name}\t{tag}");
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed.push(name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("not built: {}", failed.join(", "));
+        Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_changes_with_content() {
+        let a = Context {
+            name: "x".into(),
+            dockerfile: "FROM scratch\n".into(),
+            binary: Some(("x".into(), vec![1])),
+            base: "b".into(),
+        };
+        let mut b = Context {
+            name: "x".into(),
+            dockerfile: "FROM scratch\n".into(),
+            binary: Some(("x".into(), vec![1])),
+            base: "b".into(),
+        };
+        assert_eq!(a.tag(), b.tag());
+        assert!(a.tag().starts_with("bot-bottle/x:"));
+        b.binary = Some(("x".into(), vec![2]));
+        assert_ne!(a.tag(), b.tag());
+        assert!(!a.uses_base());
+        let c = Context {
+            name: "y".into(),
+            dockerfile: "ARG BASE=z\nFROM ${BASE}\n".into(),
+            binary: None,
+            base: "b".into(),
+        };
+        assert!(c.uses_base());
+    }
+
+    #[test]
+    fn context_tar_holds_dockerfile_and_binary() {
+        let a = Context {
+            name: "x".into(),
+            dockerfile: "FROM scratch\n".into(),
+            binary: Some(("x".into(), vec![1, 2, 3])),
+            base: "b".into(),
+        };
+        let tar = a.tar().unwrap();
+        let mut ar = tar::Archive::new(&tar[..]);
+        let names: Vec<(String, u32)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![("Dockerfile".to_string(), 0o644), ("x".to_string(), 0o755)]
+        );
+    }
+
+    #[test]
+    fn test_agent_is_embedded() {
+        assert!(dockerfile("test-agent").unwrap().contains("FROM ${BASE}"));
+        assert!(matches!(
+            dockerfile("nope"),
+            Err(Error::UnknownImage { .. })
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! Sidecar configuration files rendered from a [`Plan`], through each sidecar
+//! crate's own `Config` type (one source of truth per schema): the text is
+//! parsed back with that type, so a config the sidecar would refuse never
+//! leaves the orchestrator. Never a token value in a config: tokens are
+//! referenced by variable name, per-bottle secrets arrive as files or env.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::plan::{NetworkRole, Plan, Role};
+
+/// Per-bottle values generated at bring-up that a config must carry.
+#[derive(Debug, Clone)]
+pub struct RenderSecrets {
+    pub canary: String,
+}
+
+/// Shown in `--dry-run` where the real value is generated at start.
+pub const CANARY_PLACEHOLDER: &str = "<generated at start>";
+
+/// Paths inside the sidecar containers.
+pub const CONFIG_DIR: &str = "/config";
+pub const HOLDS_DIR: &str = "/holds";
+pub const GIT_GATE_STATE_DIR: &str = "/var/lib/git-gate";
+pub const SUPERVISE_STATE_DIR: &str = "/state";
+
+fn cfg(name: &str) -> PathBuf {
+    PathBuf::from(CONFIG_DIR).join(name)
+}
+
+/// Render every sidecar's config into `plan.sidecars[].config`.
+pub fn render_into(plan: &mut Plan, secrets: Option<&RenderSecrets>) -> Result<(), Error> {
+    let texts: Vec<(Role, String)> = plan
+        .sidecars
+        .iter()
+        .map(|s| Ok((s.role, render(plan, s.role, secrets)?)))
+        .collect::<Result<_, Error>>()?;
+    for (role, text) in texts {
+        if let Some(s) = plan.sidecars.iter_mut().find(|s| s.role == role) {
+            s.config = text;
+        }
+    }
+    Ok(())
+}
+
+fn addr(plan: &Plan, role: Role, net: NetworkRole) -> Option<std::net::Ipv4Addr> {
+    plan.sidecar(role)
+        .and_then(|s| s.addresses.get(&net).copied())
+}
+
+fn invalid(role: Role, e: impl std::fmt::Display) -> Error {
+    Error::Render {
+        role: role.as_str().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// The TOML of one sidecar.
+pub fn render(plan: &Plan, role: Role, secrets: Option<&RenderSecrets>) -> Result<String, Error> {
+    match role {
+        Role::Egress => render_egress(plan, secrets),
+        Role::CredProxy => render_cred_proxy(plan),
+        Role::GitGate => render_git_gate(plan),
+        Role::Supervise => render_supervise(plan),
+        Role::Agent => Ok(String::new()),
+    }
+}
+
+fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String, Error> {
+    use egress::config::{
+        AuthConfig, Detector, Detectors, DlpConfig, EgressConfig, OnMatch, RouteConfig,
+        RouteDlpConfig,
+    };
+    let listen = addr(plan, Role::Egress, NetworkRole::Internal)
+        .map(|a| format!("{a}:3128"))
+        .unwrap_or_else(|| "0.0.0.0:3128".into());
+    let cred_proxy = addr(plan, Role::CredProxy, NetworkRole::Broker).map(|a| format!("{a}:9099"));
+    let mut needs_holds = false;
+    let routes = plan
+        .routes
+        .iter()
+        .map(|r| {
+            let dlp = if r.tunnel {
+                None
+            } else if r.dlp.outbound_detectors.is_empty() {
+                Some(RouteDlpConfig {
+                    outbound_detectors: Detectors::Enabled(false),
+                    ..RouteDlpConfig::default()
+                })
+            } else {
+                let on = match r.dlp.outbound_on_match.as_str() {
+                    "redact" => OnMatch::Redact,
+                    "supervise" => {
+                        needs_holds = true;
+                        OnMatch::Supervise
+                    }
+                    _ => OnMatch::Block,
+                };
+                let list = r
+                    .dlp
+                    .outbound_detectors
+                    .iter()
+                    .map(|d| {
+                        if d == "known_secrets" {
+                            Detector::KnownSecrets
+                        } else {
+                            Detector::TokenPatterns
+                        }
+                    })
+                    .collect();
+                Some(RouteDlpConfig {
+                    outbound_detectors: Detectors::List(list),
+                    outbound_on_match: on,
+                    ..RouteDlpConfig::default()
+                })
+            };
+            RouteConfig {
+                id: r.id.clone(),
+                host: r.host.clone(),
+                ports: r.ports.clone(),
+                methods: r.methods.clone(),
+                paths: r.paths.iter().map(|p| p.value.clone()).collect(),
+                auth: r.auth.as_ref().map(|a| AuthConfig {
+                    scheme: a.scheme.clone(),
+                    token_ref: Some(a.token_ref.clone()),
+                    header: a.header.clone(),
+                }),
+                placeholder: r.placeholder.clone(),
+                tunnel: r.tunnel,
+                upgrade: r.upgrade,
+                dlp,
+            }
+        })
+        .collect();
+    let c = EgressConfig {
+        listen,
+        bottle_id: Some(plan.id.clone()),
+        ca_cert: cfg("ca.pem"),
+        ca_key: cfg("ca.key"),
+        audit_log: "-".into(),
+        upstream_ca: None,
+        ssrf_allow_cidrs: plan.ssrf_allow_cidrs.clone(),
+        cred_proxy,
+        holds_dir: needs_holds.then(|| PathBuf::from(HOLDS_DIR)),
+        hold_timeout_secs: None,
+        dlp: DlpConfig {
+            known_secrets_file: Some(cfg("known-secrets")),
+            canary: Some(
+                secrets
+                    .map(|s| s.canary.clone())
+                    .unwrap_or_else(|| CANARY_PLACEHOLDER.into()),
+            ),
+            ..DlpConfig::default()
+        },
+        routes,
+        resolves: vec![],
+    };
+    let text = c.to_toml_string();
+    // Parse back and validate with egress's own rules.
+    EgressConfig::from_toml_str(&text, &cfg("egress.toml"))
+        .and_then(|c| c.validate())
+        .map_err(|e| invalid(Role::Egress, e))?;
+    Ok(text)
+}
+
+fn render_cred_proxy(plan: &Plan) -> Result<String, Error> {
+    use cred_proxy::config::{Config, RawRoute, Route, SchemeName};
+    let listen = addr(plan, Role::CredProxy, NetworkRole::Broker)
+        .map(|a| format!("{a}:9099"))
+        .unwrap_or_else(|| "0.0.0.0:9099".into());
+    let mut routes = Vec::new();
+    for r in plan.routes.iter().filter(|r| r.auth.is_some()) {
+        let a = r.auth.as_ref().expect("filtered");
+        let scheme = match a.scheme.as_str() {
+            "Bearer" => SchemeName::Bearer,
+            "token" => SchemeName::Token,
+            "x-api-key" => SchemeName::XApiKey,
+            _ => SchemeName::Header,
+        };
+        let raw = RawRoute {
+            id: r.id.clone(),
+            host: r.host.clone(),
+            scheme,
+            header: a.header.clone(),
+            template: a.template.clone(),
+            token_ref: Some(a.token_ref.clone()),
+            token_file: None,
+        };
+        routes.push(Route::try_from(raw).map_err(|e| invalid(Role::CredProxy, e))?);
+    }
+    let c = Config {
+        listen: listen.parse().map_err(|e| invalid(Role::CredProxy, e))?,
+        upstream_ca: None,
+        routes,
+    };
+    let text = c.to_toml();
+    Config::from_toml_str(&text, &cfg("cred-proxy.toml"))
+        .map_err(|e| invalid(Role::CredProxy, e))?;
+    Ok(text)
+}
+
+fn render_git_gate(plan: &Plan) -> Result<String, Error> {
+    #[derive(Serialize)]
+    struct Remote<'a> {
+        name: &'a str,
+        upstream: &'a str,
+        identity_file: PathBuf,
+        known_host_key: &'a str,
+        push_refs: &'a [String],
+        protected_paths: &'a [String],
+        allow_fingerprints: &'a [String],
+    }
+    #[derive(Serialize)]
+    struct File<'a> {
+        listen: String,
+        state_dir: &'a str,
+        rules: &'a str,
+        known_secrets_file: PathBuf,
+        upstream_proxy: String,
+        remote: Vec<Remote<'a>>,
+    }
+    let listen = addr(plan, Role::GitGate, NetworkRole::Internal)
+        .map(|a| format!("{a}:9418"))
+        .unwrap_or_else(|| "0.0.0.0:9418".into());
+    let proxy = addr(plan, Role::Egress, NetworkRole::Internal)
+        .map(|a| format!("{a}:3128"))
+        .unwrap_or_else(|| "egress:3128".into());
+    let f = File {
+        listen,
+        state_dir: GIT_GATE_STATE_DIR,
+        rules: "builtin",
+        known_secrets_file: cfg("known-secrets"),
+        upstream_proxy: proxy,
+        remote: plan
+            .git
+            .remotes
+            .iter()
+            .map(|r| Remote {
+                name: &r.name,
+                upstream: &r.upstream,
+                identity_file: cfg(&format!("id_{}", r.name)),
+                known_host_key: &r.known_host_key,
+                push_refs: &r.push_refs,
+                protected_paths: &r.protected_paths,
+                allow_fingerprints: &r.allow_fingerprints,
+            })
+            .collect(),
+    };
+    let draft = toml::to_string_pretty(&f).map_err(|e| invalid(Role::GitGate, e))?;
+    // Through git-gate's own type: refused values fail here, and the text is its canonical form.
+    let c: git_gate::Config = toml::from_str(&draft).map_err(|e| invalid(Role::GitGate, e))?;
+    toml::to_string_pretty(&c).map_err(|e| invalid(Role::GitGate, e))
+}
+
+/// supervise-mcp has no config type in the tree yet: this is the shape its
+/// engineer was given (listen, bottle id, the state dirs it may touch).
+fn render_supervise(plan: &Plan) -> Result<String, Error> {
+    #[derive(Serialize)]
+    struct File<'a> {
+        listen: String,
+        bottle_id: &'a str,
+        proposals_dir: String,
+        decisions_dir: String,
+    }
+    let listen = addr(plan, Role::Supervise, NetworkRole::Internal)
+        .map(|a| format!("{a}:9100"))
+        .unwrap_or_else(|| "0.0.0.0:9100".into());
+    let f = File {
+        listen,
+        bottle_id: &plan.id,
+        proposals_dir: format!("{SUPERVISE_STATE_DIR}/proposals"),
+        decisions_dir: format!("{SUPERVISE_STATE_DIR}/decisions"),
+    };
+    toml::to_string_pretty(&f).map_err(|e| invalid(Role::Supervise, e))
+}

@@ -1,0 +1,593 @@
+//! End to end through the `orchestrator` binary with the real sidecar
+//! images: what the agent can and cannot reach, what it holds, and how the
+//! bottle survives a SIGKILLed orchestrator, a sidecar restart and stop/resume.
+//! "The internet" is an upstream container of the test on a network of its
+//! own, under the aliases api.example.test and auth.example.test.
+
+mod e2e_support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use e2e_support::*;
+
+const TOKEN_VALUE: &str = "e2e-real-token-0123456789abcdef";
+
+/// Builds the images once per test binary; false (skip) when impossible outside CI.
+fn images_ready(test: &str) -> bool {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    if !docker_or_skip(test) {
+        return false;
+    }
+    let r = READY.get_or_init(|| {
+        for name in ["egress", "cred-proxy", "test-agent"] {
+            let o = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+                .args(["images", "build", "--only", name])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !o.status.success() {
+                return Err(format!(
+                    "images build --only {name}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) => true,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {e}"),
+        Err(e) => {
+            eprintln!("skipping {test}: {e}");
+            false
+        }
+    }
+}
+
+/// The test's own "internet": a network and an upstream container on it.
+struct Internet {
+    net: String,
+    container: String,
+    subnet: String,
+}
+
+impl Internet {
+    fn new(tag: &str) -> Internet {
+        let net = format!("bb-e2e-net-{tag}");
+        let container = format!("bb-e2e-up-{tag}");
+        let mut subnet = String::new();
+        for attempt in 0..20u32 {
+            let third = (std::process::id()
+                .wrapping_add(attempt * 7919)
+                .wrapping_add(tag.len() as u32 * 31))
+                % 250
+                + 1;
+            let candidate = format!("10.215.{third}.0/24");
+            let ok = Command::new("docker")
+                .args([
+                    "network",
+                    "create",
+                    "--subnet",
+                    &candidate,
+                    "--label",
+                    "dev.bot-bottle.test=e2e",
+                    &net,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            if ok {
+                subnet = candidate;
+                break;
+            }
+        }
+        assert!(
+            !subnet.is_empty(),
+            "no free 10.215.x.0/24 for the test internet"
+        );
+        let st = Command::new("docker")
+            .args([
+                "run", "-d", "--name", &container, "--label", "dev.bot-bottle.test=e2e", "--network", &net,
+                "--network-alias", "api.example.test", "--network-alias", "auth.example.test", BASE, "sh", "-c",
+                "mkdir -p /srv && echo upstream-ok > /srv/allowed && cd /srv && exec python3 -m http.server 80",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Internet {
+            net,
+            container,
+            subnet,
+        }
+    }
+
+    fn ip(&self) -> String {
+        let o = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                &self.container,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.net])
+            .output();
+    }
+}
+
+/// Writes the test's agent and bottle manifests into the home.
+fn write_manifests(th: &TestHome, internet: &Internet) {
+    let root = th.dir.path();
+    std::fs::create_dir_all(root.join("agents")).unwrap();
+    std::fs::create_dir_all(root.join("bottles")).unwrap();
+    std::fs::write(
+        root.join("agents/e2e.md"),
+        "---\nbottle: e2e\n---\nYou are a test agent.\n",
+    )
+    .unwrap();
+    let bottle = format!(
+        "---\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  routes:\n    - host: api.example.test\n      ports: [80]\n      matches:\n        - paths: [{{ type: prefix, value: /allowed }}]\n          methods: [GET]\n    - host: auth.example.test\n      ports: [443]\n      auth: {{ scheme: Bearer, token_ref: E2E_TOKEN }}\n---\ntest bottle\n",
+        net = internet.net,
+        subnet = internet.subnet
+    );
+    std::fs::write(root.join("bottles/e2e.md"), bottle).unwrap();
+}
+
+fn setup(tag: &str) -> Option<(TestHome, Internet)> {
+    if !images_ready(tag) {
+        return None;
+    }
+    let th = TestHome::new();
+    let internet = Internet::new(&format!("{tag}-{:x}", std::process::id()));
+    write_manifests(&th, &internet);
+    Some((th, internet))
+}
+
+fn run(th: &TestHome, args: &[&str]) -> std::process::Output {
+    th.cmd()
+        .args(args)
+        .env("E2E_TOKEN", TOKEN_VALUE)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[test]
+fn agent_gets_allowed_routes_only_and_never_a_real_token() {
+    let Some((th, internet)) = setup("routes") else {
+        return;
+    };
+    let script = format!(
+        "echo ALLOWED=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://api.example.test/allowed); \
+         curl -s -o /dev/null -m 10 https://auth.example.test/; echo TLS_EXIT=$?; \
+         curl -s -i -m 10 http://other.example.test/ | tr -d '\\r' | grep -i '^x-bottle-block' | sed 's/^/OTHER: /'; \
+         echo OTHER_CODE=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://other.example.test/); \
+         curl -s -m 5 --noproxy '*' -o /dev/null http://{ip}/allowed && echo DIRECT=reached || echo DIRECT=refused; \
+         env > /tmp/env; grep -c {TOKEN_VALUE} /tmp/env | sed 's/^/TOKEN_LINES=/'; \
+         grep -q '^GH_TOKEN\\|bb-placeholder' /tmp/env && echo PLACEHOLDER=yes || echo PLACEHOLDER=no; \
+         exit 7",
+        ip = internet.ip()
+    );
+    // A working tree to copy with --cwd: ignored files, hooks and credentials stay out.
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    std::fs::create_dir_all(p.join(".git/hooks")).unwrap();
+    std::fs::write(
+        p.join(".git/hooks/post-checkout"),
+        "#!/bin/sh\necho pwned\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join(".git/config"),
+        "[remote \"origin\"]\n\turl = https://me:ghp_cwdsecret@example.test/x.git\n",
+    )
+    .unwrap();
+    std::fs::write(p.join(".gitignore"), "build/\n").unwrap();
+    std::fs::create_dir_all(p.join("build")).unwrap();
+    std::fs::write(p.join("build/artifact"), "big").unwrap();
+    std::fs::write(p.join("main.rs"), "fn main() {}\n").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", p.join("shadow")).unwrap();
+    let script = format!(
+        "{script}; test -f /workspace/main.rs && echo CWD_FILE=yes; \
+         test -e /workspace/build/artifact && echo IGNORED=copied; \
+         test -e /workspace/.git/hooks/post-checkout && echo HOOK=copied; \
+         test -L /workspace/shadow && echo LINK=copied; \
+         grep -q ghp_cwdsecret /workspace/.git/config && echo GITCRED=copied; exit 7"
+    );
+    let script = script.replacen("exit 7;", "true;", 1);
+    let o = run(
+        &th,
+        &[
+            "start",
+            "e2e",
+            "-y",
+            "--cwd",
+            p.to_str().unwrap(),
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ],
+    );
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "CMD's exit code is start's\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(out.contains("ALLOWED=200"), "allowed route: {out}\n{err}");
+    // egress intercepts TLS with the bottle CA: the agent trusts it (curl's
+    // certificate errors are 35/60; the upstream here speaks no TLS, so any
+    // HTTP answer from egress is fine).
+    assert!(
+        !out.contains("TLS_EXIT=60") && !out.contains("TLS_EXIT=35"),
+        "bottle CA not trusted: {out}"
+    );
+    assert!(out.contains("OTHER_CODE=403"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("other: x-bottle-block: route"),
+        "refusal text: {out}"
+    );
+    assert!(
+        out.contains("DIRECT=refused"),
+        "a direct connection must fail: {out}"
+    );
+    assert!(
+        out.contains("TOKEN_LINES=0"),
+        "the real token reached the agent: {out}"
+    );
+    assert!(
+        out.contains("PLACEHOLDER=yes"),
+        "the agent holds a placeholder: {out}"
+    );
+    assert!(err.contains("] network bb-"), "progress is visible: {err}");
+    assert_eq!(
+        th.leftovers(),
+        Vec::<String>::new(),
+        "after exit nothing labelled remains"
+    );
+    assert!(std::fs::read_dir(th.dir.path().join("state")).map_or(true, |mut d| d.next().is_none()));
+}
+
+fn wait_for(th: &TestHome, what: &str, pred: impl Fn(&[String]) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if pred(&th.leftovers()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("never saw {what}");
+    false
+}
+
+#[test]
+fn sigkill_at_several_points_of_bring_up_then_cleanup_leaves_nothing() {
+    let Some((th, _internet)) = setup("kill") else {
+        return;
+    };
+    type Point = (&'static str, fn(&[String]) -> bool);
+    let points: [Point; 3] = [
+        ("first network", |l| {
+            l.iter().any(|x| x.starts_with("network"))
+        }),
+        ("egress container", |l| {
+            l.iter()
+                .any(|x| x.starts_with("container") && x.ends_with("-egress"))
+        }),
+        ("agent container", |l| {
+            l.iter()
+                .any(|x| x.starts_with("container") && x.ends_with("-agent"))
+        }),
+    ];
+    for (what, pred) in points {
+        let mut child = th
+            .cmd()
+            .args(["start", "e2e", "-y", "--", "sleep", "60"])
+            .env("E2E_TOKEN", TOKEN_VALUE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let seen = wait_for(&th, what, pred);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(seen, "bring-up never reached: {what}");
+        let o = run(&th, &["cleanup", "-y"]);
+        assert!(o.status.success(), "cleanup: {}", text(&o.stderr));
+        assert_eq!(
+            th.leftovers(),
+            Vec::<String>::new(),
+            "after SIGKILL at {what} and cleanup -y"
+        );
+        let states = std::fs::read_dir(th.dir.path().join("state"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(states, 0, "cleanup removes the state of dead bottles");
+    }
+    // SIGTERM (like Ctrl-C) at any point: the orchestrator itself removes everything.
+    for (what, pred) in points {
+        let mut child = th
+            .cmd()
+            .args(["start", "e2e", "-y", "--", "sleep", "60"])
+            .env("E2E_TOKEN", TOKEN_VALUE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let seen = wait_for(&th, what, pred);
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        assert!(seen, "bring-up never reached: {what}");
+        assert!(
+            !status.success(),
+            "an interrupted start does not report success"
+        );
+        assert_eq!(
+            th.leftovers(),
+            Vec::<String>::new(),
+            "after SIGTERM at {what}, without cleanup"
+        );
+    }
+}
+
+fn container_image(id: &str, role: &str) -> String {
+    let o = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.Config.Image}}",
+            &format!("bb-{id}-{role}"),
+        ])
+        .output()
+        .unwrap();
+    text(&o.stdout).trim().to_string()
+}
+
+fn agent_started_at(id: &str) -> String {
+    let o = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.StartedAt}} {{.State.Running}}",
+            &format!("bb-{id}-agent"),
+        ])
+        .output()
+        .unwrap();
+    text(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
+    let Some((th, _internet)) = setup("restart") else {
+        return;
+    };
+    // One sidecar from another image (here: the same egress under its moving tag).
+    let o = run(
+        &th,
+        &[
+            "start",
+            "e2e",
+            "-y",
+            "--detach",
+            "--sidecar-image",
+            "egress=bot-bottle/egress:latest",
+        ],
+    );
+    assert!(o.status.success(), "start --detach: {}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_string();
+    assert!(
+        id.starts_with("e2e-"),
+        "start --detach prints the id: {id:?}"
+    );
+    let curl = [
+        "exec",
+        &id,
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-m",
+        "10",
+        "http://api.example.test/allowed",
+    ];
+    let o = run(&th, &curl);
+    assert_eq!(text(&o.stdout), "200", "{}", text(&o.stderr));
+
+    let before = agent_started_at(&id);
+    assert_eq!(
+        container_image(&id, "egress"),
+        "bot-bottle/egress:latest",
+        "--sidecar-image"
+    );
+    let hash_tag = {
+        let o = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "-f",
+                "{{index .RepoTags 0}}",
+                "bot-bottle/egress:latest",
+            ])
+            .output()
+            .unwrap();
+        let tags = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "-f",
+                "{{range .RepoTags}}{{.}} {{end}}",
+                "bot-bottle/egress:latest",
+            ])
+            .output()
+            .unwrap();
+        let all = text(&tags.stdout);
+        all.split_whitespace()
+            .find(|t| t.starts_with("bot-bottle/egress:") && !t.ends_with(":latest"))
+            .map(str::to_string)
+            .unwrap_or_else(|| text(&o.stdout).trim().to_string())
+    };
+    let o = run(&th, &["restart", &id, "egress", "--image", &hash_tag]);
+    assert!(o.status.success(), "restart: {}", text(&o.stderr));
+    assert_eq!(
+        agent_started_at(&id),
+        before,
+        "the agent kept running through the egress restart"
+    );
+    assert_eq!(container_image(&id, "egress"), hash_tag, "restart --image");
+    let o = run(&th, &curl);
+    assert_eq!(
+        text(&o.stdout),
+        "200",
+        "egress works again: {}",
+        text(&o.stderr)
+    );
+    let o = run(&th, &["logs", &id]);
+    let audit = text(&o.stdout);
+    assert!(
+        audit.contains("ALLOW GET http://api.example.test:80/allowed -> 200"),
+        "logs shows the audit trail: {audit}"
+    );
+
+    let o = run(&th, &["list"]);
+    assert!(
+        text(&o.stdout).contains(&id),
+        "list shows the bottle: {}",
+        text(&o.stdout)
+    );
+    let o = run(
+        &th,
+        &[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo kept-across-stop > /workspace/note",
+        ],
+    );
+    assert!(o.status.success());
+
+    // An interactive shell on a terminal (script(1) gives it a pty): input in, exit code out.
+    if Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let exec_cmd = format!("{} exec {id}", env!("CARGO_BIN_EXE_orchestrator"));
+        let mut child = Command::new("script")
+            .args(["-qec", &exec_cmd, "/dev/null"])
+            .env("BOT_BOTTLE_HOME", th.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo inside-$((6*7))\nexit 5\n")
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            text(&o.stdout).contains("inside-42"),
+            "interactive exec: {}",
+            text(&o.stdout)
+        );
+        assert_eq!(o.status.code(), Some(5), "the shell's exit code is exec's");
+    }
+
+    // commit: resume boots from the snapshot (a file outside the workspace survives).
+    let o = run(
+        &th,
+        &[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo from-commit > /home/agent/marker",
+        ],
+    );
+    assert!(o.status.success());
+    let o = run(&th, &["commit", &id]);
+    assert!(o.status.success(), "commit: {}", text(&o.stderr));
+    let committed = text(&o.stdout).trim().to_string();
+    struct RemoveImage(String);
+    impl Drop for RemoveImage {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+        }
+    }
+    let _image_guard = RemoveImage(committed.clone());
+    assert!(committed.starts_with("bot-bottle/commit-"), "{committed}");
+    let o = run(&th, &["stop", &id]);
+    assert!(o.status.success(), "stop: {}", text(&o.stderr));
+    assert!(
+        !th.leftovers().iter().any(|l| l.starts_with("container")),
+        "stop removes the containers"
+    );
+
+    // resume runs the session; its stdin is the shell's input here.
+    let mut child = th
+        .cmd()
+        .args(["resume", &id])
+        .env("E2E_TOKEN", TOKEN_VALUE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"cat /workspace/note\ncat /home/agent/marker\nexit 0\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        text(&o.stdout).contains("kept-across-stop"),
+        "resume keeps the workspace: {}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).contains("from-commit"),
+        "resume boots from the commit: {}",
+        text(&o.stdout)
+    );
+
+    let o = run(&th, &["cleanup", "-y"]);
+    assert!(o.status.success());
+    assert_eq!(th.leftovers(), Vec::<String>::new());
+}

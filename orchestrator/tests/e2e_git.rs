@@ -1,0 +1,204 @@
+//! git through the gate, end to end through the `orchestrator` binary: the
+//! agent clones and pushes with its upstream URL (rewritten to git-gate), the
+//! gate pushes upstream over egress's tunnel route with its own key; a push
+//! outside `PushRefs` and a push of the bottle's canary are refused.
+//! The upstream is an sshd container of the test on a network of its own.
+
+mod e2e_support;
+
+use std::process::{Command, Stdio};
+
+use e2e_support::*;
+
+fn orch_build(name: &str) -> Result<(), String> {
+    let o = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["images", "build", "--only", name])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "images build --only {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
+}
+
+struct Upstream {
+    net: String,
+    container: String,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.net])
+            .output();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[test]
+fn agent_pushes_through_the_gate_only_what_policy_allows() {
+    if !docker_or_skip("git gate") {
+        return;
+    }
+    let built = ["egress", "git-gate", "test-agent", "upstream-sshd"]
+        .iter()
+        .try_for_each(|n| orch_build(n));
+    if let Err(e) = built {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{e}");
+        }
+        eprintln!("skipping git gate test: {e}");
+        return;
+    }
+    let th = TestHome::new();
+    let root = th.dir.path();
+    let key = root.join("id_upstream");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pubkey = std::fs::read_to_string(root.join("id_upstream.pub")).unwrap();
+
+    let tag = format!("{:x}", std::process::id());
+    let up = Upstream {
+        net: format!("bb-e2e-gitnet-{tag}"),
+        container: format!("bb-e2e-sshd-{tag}"),
+    };
+    let mut subnet = String::new();
+    for i in 0..20u32 {
+        let cand = format!("10.216.{}.0/24", (std::process::id() + i * 37) % 250 + 1);
+        let ok = Command::new("docker")
+            .args([
+                "network",
+                "create",
+                "--subnet",
+                &cand,
+                "--label",
+                "dev.bot-bottle.test=e2e",
+                &up.net,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        if ok {
+            subnet = cand;
+            break;
+        }
+    }
+    assert!(!subnet.is_empty());
+    let st = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &up.container,
+            "--label",
+            "dev.bot-bottle.test=e2e",
+            "--network",
+            &up.net,
+            "--network-alias",
+            "git.example.test",
+            "-e",
+            &format!("AUTHORIZED_KEY={}", pubkey.trim()),
+            "-e",
+            "REPOS=app",
+            "bot-bottle/upstream-sshd:latest",
+            "upstream-sshd",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The host key is printed at start.
+    let mut host_key = String::new();
+    for _ in 0..100 {
+        let o = Command::new("docker")
+            .args(["logs", &up.container])
+            .output()
+            .unwrap();
+        if let Some(l) = text(&o.stdout)
+            .lines()
+            .chain(text(&o.stderr).lines())
+            .find(|l| l.starts_with("HOSTKEY "))
+        {
+            host_key = l.trim_start_matches("HOSTKEY ").trim().to_string();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!host_key.is_empty(), "upstream sshd printed no host key");
+
+    std::fs::create_dir_all(root.join("agents")).unwrap();
+    std::fs::create_dir_all(root.join("bottles")).unwrap();
+    std::fs::write(root.join("agents/g.md"), "---\nbottle: g\n---\ngit agent\n").unwrap();
+    std::fs::write(
+        root.join("bottles/g.md"),
+        format!(
+            "---\ngit:\n  user: {{ name: Bot, email: bot@example.test }}\n  remotes:\n    - Name: app\n      Upstream: ssh://git@git.example.test/srv/git/app.git\n      IdentityFile: {key}\n      KnownHostKey: \"{host_key}\"\n      PushRefs: [\"refs/heads/agent/*\"]\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n---\n",
+            key = key.display(),
+            net = up.net,
+        ),
+    )
+    .unwrap();
+
+    let script = "set -u; cd /workspace; git clone -q ssh://git@git.example.test/srv/git/app.git app 2>/dev/null; cd app; \
+        git checkout -q -b agent/ok && echo hello > f && git add f && git commit -qm ok && \
+        (git push -q origin agent/ok >/dev/null 2>&1 && echo PUSH_OK=yes || echo PUSH_OK=no); \
+        git checkout -q -b main && (git push -q origin main >/dev/null 2>&1 && echo PUSH_MAIN=yes || echo PUSH_MAIN=no); \
+        git checkout -q -b agent/leak && echo \"$BOT_BOTTLE_CANARY\" > leak && git add leak && git commit -qm leak && \
+        (git push -q origin agent/leak >/dev/null 2>&1 && echo PUSH_CANARY=yes || echo PUSH_CANARY=no)";
+    let o = th
+        .cmd()
+        .args(["start", "g", "-y", "--", "bash", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    assert!(
+        out.contains("PUSH_OK=yes"),
+        "a push to an allowed ref passes:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("PUSH_MAIN=no"),
+        "a push outside PushRefs is refused:\n{out}"
+    );
+    assert!(
+        out.contains("PUSH_CANARY=no"),
+        "a push of the canary is refused:\n{out}"
+    );
+    let branches = Command::new("docker")
+        .args([
+            "exec",
+            &up.container,
+            "git",
+            "--git-dir=/srv/git/app.git",
+            "branch",
+            "--list",
+        ])
+        .output()
+        .unwrap();
+    let branches = text(&branches.stdout);
+    assert!(
+        branches.contains("agent/ok"),
+        "the accepted push reached the upstream: {branches}"
+    );
+    assert!(
+        !branches.contains("main") && !branches.contains("agent/leak"),
+        "refused pushes never reach it: {branches}"
+    );
+    assert_eq!(th.leftovers(), Vec::<String>::new());
+}

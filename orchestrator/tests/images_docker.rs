@@ -1,0 +1,259 @@
+//! Builds `test-agent` through the images module (bollard, classic builder, tar
+//! context made in process) and runs `id` in it. Needs a Docker engine and the
+//! base image: with CI=true their absence is a failure, otherwise a skip.
+
+use std::process::Command;
+
+use orchestrator::images::{self, BuildProgress};
+
+#[derive(Default)]
+struct Quiet(std::sync::Mutex<Vec<String>>);
+impl BuildProgress for Quiet {
+    fn line(&self, image: &str, text: &str) {
+        eprintln!("[{image}] {}", text.trim_end());
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
+
+/// One test changes BOT_BOTTLE_BASE_IMAGE for the process: the Docker tests
+/// of this file run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Removes the test's container even when an assertion fails.
+struct ContainerGuard(String);
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+/// Untags the test's own image tags at the end (the image content stays for the cache).
+struct ImageGuard(Vec<String>);
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            let _ = Command::new("docker").args(["rmi", t]).output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn builds_test_agent_and_runs_id_in_it() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let docker = match images::connect_engine().await {
+        Ok(d) => d,
+        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
+        Err(e) => {
+            eprintln!("skipping: no Docker engine ({e})");
+            return;
+        }
+    };
+    if docker.inspect_image(&images::base_image()).await.is_err() {
+        let msg = format!(
+            "base image {} missing: run sudo images/bootstrap-base.sh",
+            images::base_image()
+        );
+        if ci() {
+            panic!("{msg}");
+        }
+        eprintln!("skipping: {msg}");
+        return;
+    }
+    let tags = images::ensure_images(&docker, &["test-agent"], &Quiet::default())
+        .await
+        .expect("test-agent builds");
+    let tag = tags["test-agent"].clone();
+    assert_eq!(
+        tag,
+        images::planned_tag("test-agent").unwrap(),
+        "the plan names the tag the build made"
+    );
+
+    // A second call finds the image by its content hash and does not rebuild.
+    let before = docker.inspect_image(&tag).await.unwrap().id;
+    let again = images::ensure_images(&docker, &["test-agent"], &Quiet::default())
+        .await
+        .unwrap();
+    assert_eq!(again["test-agent"], tag);
+    assert_eq!(docker.inspect_image(&tag).await.unwrap().id, before);
+
+    // Another base (an alias of the same image) changes the content hash: a real
+    // build through the classic builder, with its progress reported.
+    let alias = format!("bot-bottle/base:images-test-{}", std::process::id());
+    let _alias_guard = ImageGuard(vec![alias.clone()]);
+    assert!(Command::new("docker")
+        .args(["tag", &images::base_image(), &alias])
+        .status()
+        .unwrap()
+        .success());
+    std::env::set_var(images::BASE_IMAGE_ENV, &alias);
+    let progress = Quiet::default();
+    let fresh = images::ensure_images(&docker, &["test-agent"], &progress).await;
+    std::env::remove_var(images::BASE_IMAGE_ENV);
+    let fresh = fresh.expect("test-agent builds from the aliased base")["test-agent"].clone();
+    let _fresh_guard = ImageGuard(vec![fresh.clone()]);
+    assert_ne!(
+        fresh, tag,
+        "a different base gives a different content hash"
+    );
+    let lines = progress.0.lock().unwrap().join("\n");
+    assert!(
+        lines.contains(&format!("building {fresh}")) && lines.contains("Step 1/"),
+        "{lines}"
+    );
+
+    let name = format!("bb-images-test-{}", std::process::id());
+    let _guard = ContainerGuard(name.clone());
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--label",
+            "dev.bot-bottle.test=images",
+            "--network",
+            "none",
+            &tag,
+            "id",
+        ])
+        .output()
+        .expect("docker CLI runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("uid=1000(agent)") && stdout.contains("gid=1000(agent)"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_image_is_refused_with_the_known_list() {
+    let e = images::planned_tag("no-such-image").unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("test-agent"), "{e}");
+}
+
+#[tokio::test]
+async fn builds_an_agent_image_from_the_manifest_dockerfile() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let docker = match images::connect_engine().await {
+        Ok(d) => d,
+        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
+        Err(e) => {
+            eprintln!("skipping: no Docker engine ({e})");
+            return;
+        }
+    };
+    if docker.inspect_image(&images::base_image()).await.is_err() {
+        assert!(!ci(), "CI=true but the base image is missing");
+        eprintln!("skipping: base image missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let df = dir.path().join("Dockerfile.agent");
+    // A file next to the Dockerfile must NOT reach the build: the context is the Dockerfile alone.
+    std::fs::write(dir.path().join("secret.txt"), "operator file").unwrap();
+    std::fs::write(
+        &df,
+        format!(
+            "ARG BASE=bot-bottle/base:bookworm\nFROM ${{BASE}}\nRUN echo built-{} > /hello\n",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let tag = images::dockerfile_tag("My Agent", &df).unwrap();
+    assert!(tag.starts_with("bot-bottle/agent-my-agent:"), "{tag}");
+    let _guard = ImageGuard(vec![tag.clone()]);
+    images::ensure_dockerfile_image(&docker, &tag, &df, &Quiet::default())
+        .await
+        .expect("builds");
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--label",
+            "dev.bot-bottle.test=images",
+            "--network",
+            "none",
+            &tag,
+            "cat",
+            "/hello",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("built-{}", std::process::id())
+    );
+    // An unchanged Dockerfile is not rebuilt.
+    let p = Quiet::default();
+    images::ensure_dockerfile_image(&docker, &tag, &df, &p)
+        .await
+        .unwrap();
+    assert!(p.0.lock().unwrap().iter().any(|l| l.contains("up to date")));
+
+    let df2 = dir.path().join("Dockerfile.copy");
+    std::fs::write(
+        &df2,
+        "ARG BASE=bot-bottle/base:bookworm\nFROM ${BASE}\nCOPY secret.txt /s\n",
+    )
+    .unwrap();
+    let tag2 = images::dockerfile_tag("copier", &df2).unwrap();
+    let _guard2 = ImageGuard(vec![tag2.clone()]);
+    let e = images::ensure_dockerfile_image(&docker, &tag2, &df2, &Quiet::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("secret.txt"), "{e}");
+}
+
+#[tokio::test]
+async fn missing_base_image_points_to_the_bootstrap() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let docker = match images::connect_engine().await {
+        Ok(d) => d,
+        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
+        Err(e) => {
+            eprintln!("skipping: no Docker engine ({e})");
+            return;
+        }
+    };
+    std::env::set_var(
+        images::BASE_IMAGE_ENV,
+        "bot-bottle/base:does-not-exist-in-any-engine",
+    );
+    let r = images::ensure_images(&docker, &["test-agent"], &Quiet::default()).await;
+    std::env::remove_var(images::BASE_IMAGE_ENV);
+    let e = r.expect_err("no base, no build").to_string();
+    assert!(
+        e.contains("bot-bottle/base:does-not-exist-in-any-engine")
+            && e.contains("images/bootstrap-base.sh"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_binary_says_how_to_build_it() {
+    let e = orchestrator::Error::MissingBinary {
+        name: "egress".into(),
+        package: "egress".into(),
+        searched: vec!["/opt/bin".into()],
+    }
+    .to_string();
+    assert!(
+        e.contains("cargo build --release -p egress")
+            && e.contains("BOT_BOTTLE_BIN_DIR")
+            && e.contains("/opt/bin"),
+        "{e}"
+    );
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command of the README: everything a fresh machine needs, then the
+# whole test suite. Idempotent: a second run reuses the base image, the
+# release binaries and the content-hashed images.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "base image (debootstrap, no registry needed)"
+if ! docker image inspect bot-bottle/base:bookworm >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null || as_root apt-get install -y debootstrap
+  as_root images/bootstrap-base.sh
+fi
+
+step "one rustls crypto provider (ring) in the whole tree"
+for other in aws-lc-sys aws-lc-rs; do
+  if cargo tree --workspace -e normal -i "$other" >/dev/null 2>&1; then
+    echo "error: $other is in the dependency tree; bot-bottle links only ring:" >&2
+    cargo tree --workspace -e normal -i "$other" >&2
+    exit 1
+  fi
+done
+
+step "release binaries for the sidecar images"
+cargo build --release --workspace --bins
+
+step "tests"
+cargo test --workspace -- --test-threads="${BOT_BOTTLE_TEST_THREADS:-4}"

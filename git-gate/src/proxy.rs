@@ -15,6 +15,10 @@ use crate::config::HostPort;
 /// Longest CONNECT response head we read before giving up.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// How long a refused connection to the proxy is retried: the time egress
+/// may take to start listening when both come up together.
+const PROXY_START_GRACE: Duration = Duration::from_secs(20);
+
 /// Open the tunnel and relay until either side closes. Errors are written
 /// for ssh's stderr, which the operator sees.
 pub fn connect_proxy(proxy: &HostPort, host: &str, port: u16) -> Result<(), String> {
@@ -22,16 +26,28 @@ pub fn connect_proxy(proxy: &HostPort, host: &str, port: u16) -> Result<(), Stri
         .to_socket_addrs()
         .map_err(|e| format!("git-gate connect-proxy: cannot resolve proxy {proxy}: {e}"))?
         .collect();
+    // Egress is started alongside the gate, so a refused connection in the
+    // first seconds means "not listening yet", not "wrong address".
+    let deadline = std::time::Instant::now() + PROXY_START_GRACE;
     let mut last = None;
     let mut stream = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, Duration::from_secs(10)) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
+    'dial: loop {
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, Duration::from_secs(10)) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break 'dial;
+                }
+                Err(e) => last = Some(e),
             }
-            Err(e) => last = Some(e),
         }
+        let refused = last
+            .as_ref()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+        if !refused || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     let mut stream = stream.ok_or_else(|| {
         format!(

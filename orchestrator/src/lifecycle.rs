@@ -1677,29 +1677,13 @@ fn cli_home() -> Result<Home, crate::Error> {
     Home::from_env()
 }
 
-/// Builds the images the plan names that `images build` knows (content-hash tags).
+/// Makes every image the plan names exist (built-in ones by content hash,
+/// the agent's own Dockerfile, overrides checked): nothing is ever pulled.
 async fn ensure_plan_images(plan: &Plan) -> Result<(), crate::Error> {
-    let mut names: Vec<String> = Vec::new();
-    let sources = plan
-        .sidecars
-        .iter()
-        .map(|s| &s.image_source)
-        .chain(std::iter::once(&plan.agent_container.image_source));
-    for src in sources {
-        if let plan::ImageSource::Builtin { name } = src {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-    }
-    if names.is_empty() {
-        return Ok(());
-    }
     let docker = crate::images::connect_engine().await?;
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    crate::images::ensure_images(
+    crate::images::ensure_plan_images(
         &docker,
-        &refs,
+        plan,
         &crate::images::StderrProgress { quiet: false },
     )
     .await?;

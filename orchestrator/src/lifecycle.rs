@@ -314,11 +314,17 @@ pub fn layout_from_plan(
     )?;
     let plan = &plan;
     let tokens: Vec<String> = plan.tokens.iter().map(|t| t.var.clone()).collect();
-    let identity_files: BTreeMap<String, PathBuf> = plan
+    // Operator files copied into sidecars, by the name they get there.
+    let host_files: BTreeMap<String, PathBuf> = plan
         .git
         .remotes
         .iter()
-        .map(|r| (r.name.clone(), r.identity_file.clone()))
+        .map(|r| (format!("id_{}", r.name), r.identity_file.clone()))
+        .chain(
+            plan.upstream_ca
+                .iter()
+                .map(|ca| (plan::UPSTREAM_CA_FILE.to_string(), ca.clone())),
+        )
         .collect();
     let mut planned: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     for s in &plan.sidecars {
@@ -347,7 +353,7 @@ pub fn layout_from_plan(
             mode: 0o600,
         }];
         for (name, what) in &s.files {
-            let Some(contents) = secrets.file_for(name, &tokens, &identity_files) else {
+            let Some(contents) = secrets.file_for(name, &tokens, &host_files) else {
                 return Err(Error::Invalid {
                     what: format!("{}: don't know how to make /config/{name} ({what})", s.role),
                 });

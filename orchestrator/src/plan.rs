@@ -151,6 +151,10 @@ impl NetworkRole {
     }
 }
 
+/// Name, in egress's and cred-proxy's config dir, of the bottle's
+/// `egress.upstream_ca` copy.
+pub const UPSTREAM_CA_FILE: &str = "upstream-ca.pem";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// JSON shape version (docs/plan-json.md).
@@ -181,6 +185,9 @@ pub struct Plan {
     pub supervise: bool,
     /// Private ranges egress may dial (the bottle's `egress.ssrf_allow_cidrs`).
     pub ssrf_allow_cidrs: Vec<String>,
+    /// Extra CA certificates egress and cred-proxy trust for upstream TLS
+    /// (the bottle's `egress.upstream_ca`), copied into both at start.
+    pub upstream_ca: Option<PathBuf>,
     /// Problems that make a real `start` fail (missing files or token variables);
     /// in `--dry-run` they are only printed.
     pub warnings: Vec<String>,
@@ -524,6 +531,19 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
     let bottle = &resolved.bottle;
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
+    if let Some(ca) = &bottle.upstream_ca {
+        if !ca.is_file() {
+            warnings.push(format!(
+                "{}: egress.upstream_ca {} does not exist",
+                bottle
+                    .files
+                    .first()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default(),
+                ca.display()
+            ));
+        }
+    }
 
     let overrides = parse_sidecar_images(&opts.sidecar_images)?;
 
@@ -969,8 +989,14 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                     "known-secrets".into(),
                     "the bottle's token values and canary, one a line (at start)".into(),
                 );
+                if let Some(ca) = &bottle.upstream_ca {
+                    files.insert(UPSTREAM_CA_FILE.into(), format!("copy of {}", ca.display()));
+                }
             }
             Role::CredProxy => {
+                if let Some(ca) = &bottle.upstream_ca {
+                    files.insert(UPSTREAM_CA_FILE.into(), format!("copy of {}", ca.display()));
+                }
                 env.push(EnvVar {
                     name: BROKER_KEY_ENV.into(),
                     value: EnvValue::Generated {
@@ -1071,6 +1097,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
         tokens,
         supervise: bottle.supervise,
         ssrf_allow_cidrs: vec![],
+        upstream_ca: bottle.upstream_ca.clone(),
         warnings,
         notes,
     };
@@ -1142,6 +1169,19 @@ pub fn check_ready(plan: &Plan) -> Result<(), Error> {
                 r.name,
                 r.identity_file.display()
             ));
+        }
+    }
+    if let Some(ca) = &plan.upstream_ca {
+        match std::fs::read_to_string(ca) {
+            Err(e) => missing.push(format!(
+                "egress.upstream_ca {} cannot be read: {e}",
+                ca.display()
+            )),
+            Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => missing.push(format!(
+                "egress.upstream_ca {} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+                ca.display()
+            )),
+            Ok(_) => {}
         }
     }
     for t in &plan.tokens {

@@ -114,14 +114,15 @@ impl Secrets {
     }
 
     /// Contents of a file the plan asks for by name (`ca.pem`, `ca.key`,
-    /// `known-secrets`, `id_<remote>`). Values that must not be stored in the
-    /// state dir (token values, operator keys) are markers resolved at each
-    /// bring-up (see `lifecycle`).
+    /// `known-secrets`, or one of `host_files`: `id_<remote>`,
+    /// `upstream-ca.pem`). Values that must not be stored in the state dir
+    /// (token values, operator files) are markers resolved at each bring-up
+    /// (see `lifecycle`).
     pub fn file_for(
         &self,
         name: &str,
         tokens: &[String],
-        identity_files: &BTreeMap<String, PathBuf>,
+        host_files: &BTreeMap<String, PathBuf>,
     ) -> Option<Vec<u8>> {
         match name {
             "ca.pem" => Some(self.ca_cert_pem.clone().into_bytes()),
@@ -134,8 +135,7 @@ impl Secrets {
                 Some(s.into_bytes())
             }
             n => {
-                let remote = n.strip_prefix("id_")?;
-                let path = identity_files.get(remote)?;
+                let path = host_files.get(n)?;
                 Some(format!("@@bb-file:{}@@", path.display()).into_bytes())
             }
         }

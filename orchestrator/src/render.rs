@@ -140,7 +140,10 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
         ca_cert: cfg("ca.pem"),
         ca_key: cfg("ca.key"),
         audit_log: "-".into(),
-        upstream_ca: None,
+        upstream_ca: plan
+            .upstream_ca
+            .as_ref()
+            .map(|_| cfg(crate::plan::UPSTREAM_CA_FILE)),
         ssrf_allow_cidrs: plan.ssrf_allow_cidrs.clone(),
         cred_proxy,
         holds_dir: needs_holds.then(|| PathBuf::from(HOLDS_DIR)),
@@ -192,7 +195,10 @@ fn render_cred_proxy(plan: &Plan) -> Result<String, Error> {
     }
     let c = Config {
         listen: listen.parse().map_err(|e| invalid(Role::CredProxy, e))?,
-        upstream_ca: None,
+        upstream_ca: plan
+            .upstream_ca
+            .as_ref()
+            .map(|_| cfg(crate::plan::UPSTREAM_CA_FILE)),
         routes,
     };
     let text = c.to_toml();

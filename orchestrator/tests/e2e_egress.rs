@@ -2,7 +2,9 @@
 //! images: what the agent can and cannot reach, what it holds, and how the
 //! bottle survives a SIGKILLed orchestrator, a sidecar restart and stop/resume.
 //! "The internet" is an upstream container of the test on a network of its
-//! own, under the aliases api.example.test and auth.example.test.
+//! own, under the aliases api.example.test (plain HTTP) and auth.example.test
+//! (HTTPS with a certificate from a test CA the bottle names in
+//! `egress.upstream_ca`; it answers 200 only to the real token).
 
 mod e2e_support;
 
@@ -51,6 +53,55 @@ struct Internet {
     net: String,
     container: String,
     subnet: String,
+    /// PEM of the CA that signed auth.example.test's certificate.
+    ca_pem: String,
+}
+
+/// auth.example.test: HTTPS on 443, 200 `token-ok` only for the real token
+/// (what cred-proxy injects), 401 `token-wrong` otherwise. It never echoes
+/// the header, so the test shows the token arrived without relying on
+/// cred-proxy's echo redaction.
+const AUTH_UPSTREAM: &str = r#"
+import http.server, os, ssl
+open('/tmp/c.pem', 'w').write(os.environ['UP_CERT'])
+open('/tmp/k.pem', 'w').write(os.environ['UP_KEY'])
+want = 'Bearer ' + os.environ['UP_TOKEN']
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.headers.get('Authorization') == want
+        body = b'token-ok' if ok else b'token-wrong'
+        self.send_response(200 if ok else 401)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+srv = http.server.ThreadingHTTPServer(('', 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain('/tmp/c.pem', '/tmp/k.pem')
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+/// A test CA and a certificate for auth.example.test: (ca, cert chain, key) PEM.
+fn auth_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "bot-bottle e2e upstream CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["auth.example.test".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        leaf_key.serialize_pem(),
+    )
 }
 
 impl Internet {
@@ -89,12 +140,39 @@ impl Internet {
             !subnet.is_empty(),
             "no free 10.215.x.0/24 for the test internet"
         );
+        let (ca_pem, cert, key) = auth_pki();
         let st = Command::new("docker")
             .args([
-                "run", "-d", "--name", &container, "--label", "dev.bot-bottle.test=e2e", "--network", &net,
-                "--network-alias", "api.example.test", "--network-alias", "auth.example.test", BASE, "sh", "-c",
-                "mkdir -p /srv && echo upstream-ok > /srv/allowed && cd /srv && exec python3 -m http.server 80",
+                "run",
+                "-d",
+                "--name",
+                &container,
+                "--label",
+                "dev.bot-bottle.test=e2e",
+                "--network",
+                &net,
+                "--network-alias",
+                "api.example.test",
+                "--network-alias",
+                "auth.example.test",
+                "-e",
+                "UP_CERT",
+                "-e",
+                "UP_KEY",
+                "-e",
+                "UP_TOKEN",
+                "-e",
+                "AUTH_UPSTREAM",
+                BASE,
+                "sh",
+                "-c",
+                "mkdir -p /srv && echo upstream-ok > /srv/allowed && cd /srv && \
+                 { python3 -c \"$AUTH_UPSTREAM\" & } && exec python3 -m http.server 80",
             ])
+            .env("UP_CERT", cert)
+            .env("UP_KEY", key)
+            .env("UP_TOKEN", TOKEN_VALUE)
+            .env("AUTH_UPSTREAM", AUTH_UPSTREAM)
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -103,6 +181,7 @@ impl Internet {
             net,
             container,
             subnet,
+            ca_pem,
         }
     }
 
@@ -141,10 +220,13 @@ fn write_manifests(th: &TestHome, internet: &Internet) {
         "---\nbottle: e2e\n---\nYou are a test agent.\n",
     )
     .unwrap();
+    let ca = root.join("upstream-ca.pem");
+    std::fs::write(&ca, &internet.ca_pem).unwrap();
     let bottle = format!(
-        "---\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  routes:\n    - host: api.example.test\n      ports: [80]\n      matches:\n        - paths: [{{ type: prefix, value: /allowed }}]\n          methods: [GET]\n    - host: auth.example.test\n      ports: [443]\n      auth: {{ scheme: Bearer, token_ref: E2E_TOKEN }}\n---\ntest bottle\n",
+        "---\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  upstream_ca: {ca}\n  routes:\n    - host: api.example.test\n      ports: [80]\n      matches:\n        - paths: [{{ type: prefix, value: /allowed }}]\n          methods: [GET]\n    - host: auth.example.test\n      ports: [443]\n      auth: {{ scheme: Bearer, token_ref: E2E_TOKEN }}\n---\ntest bottle\n",
         net = internet.net,
-        subnet = internet.subnet
+        subnet = internet.subnet,
+        ca = ca.display()
     );
     std::fs::write(root.join("bottles/e2e.md"), bottle).unwrap();
 }
@@ -179,7 +261,8 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
     };
     let script = format!(
         "echo ALLOWED=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://api.example.test/allowed); \
-         curl -s -o /dev/null -m 10 https://auth.example.test/; echo TLS_EXIT=$?; \
+         echo AUTH=$(curl -s -m 10 https://auth.example.test/whoami); echo TLS_EXIT=$?; \
+         echo FORGED=$(curl -s -m 10 -H 'Authorization: Bearer forged' https://auth.example.test/whoami); \
          curl -s -i -m 10 http://other.example.test/ | tr -d '\\r' | grep -i '^x-bottle-block' | sed 's/^/OTHER: /'; \
          echo OTHER_CODE=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://other.example.test/); \
          curl -s -m 5 --noproxy '*' -o /dev/null http://{ip}/allowed && echo DIRECT=reached || echo DIRECT=refused; \
@@ -237,12 +320,20 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
         "CMD's exit code is start's\nstdout:\n{out}\nstderr:\n{err}"
     );
     assert!(out.contains("ALLOWED=200"), "allowed route: {out}\n{err}");
-    // egress intercepts TLS with the bottle CA: the agent trusts it (curl's
-    // certificate errors are 35/60; the upstream here speaks no TLS, so any
-    // HTTP answer from egress is fine).
+    // egress intercepts TLS with the bottle CA (the agent trusts it), hands
+    // the request to cred-proxy, which injects the real token and dials the
+    // upstream over TLS verified against `egress.upstream_ca`.
     assert!(
         !out.contains("TLS_EXIT=60") && !out.contains("TLS_EXIT=35"),
         "bottle CA not trusted: {out}"
+    );
+    assert!(
+        out.contains("AUTH=token-ok"),
+        "the auth route must reach the upstream with the real token: {out}\n{err}"
+    );
+    assert!(
+        out.contains("FORGED=token-ok"),
+        "an Authorization the agent sends is replaced by the real token: {out}\n{err}"
     );
     assert!(out.contains("OTHER_CODE=403"), "{out}");
     assert!(

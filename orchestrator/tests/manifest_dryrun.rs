@@ -59,6 +59,7 @@ fn demo_plan_has_the_documented_shape() {
             "state_dir",
             "supervise",
             "tokens",
+            "upstream_ca",
             "warnings"
         ]
     );

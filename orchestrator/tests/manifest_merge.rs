@@ -296,3 +296,53 @@ fn codex_template_brings_openai_with_a_placeholder() {
         .iter()
         .any(|e| e.name == "OPENAI_API_KEY"));
 }
+
+#[test]
+fn upstream_ca_is_found_next_to_its_manifest_and_reaches_egress_and_cred_proxy() {
+    std::env::set_var("BB_TEST_CA_ROUTE_TOKEN", "value");
+    let base = "egress:\n  upstream_ca: private-ca.pem\n  routes:\n    - host: api.internal.example\n      auth: { scheme: Bearer, token_ref: BB_TEST_CA_ROUTE_TOKEN }\n";
+    let (_d, home) = home_with(&[("base", base), ("child", "extends: base\n")], "child");
+    let r = manifest::resolve(&home, "a").unwrap();
+    let ca = home.root.join("bottles/private-ca.pem");
+    assert_eq!(r.bottle.upstream_ca.as_deref(), Some(ca.as_path()));
+
+    // Missing file: a warning in the plan, an error at start.
+    let plan = plan::build(&home, &r, &PlanOptions::default()).unwrap();
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("egress.upstream_ca")),
+        "{:?}",
+        plan.warnings
+    );
+    let err = plan::check_ready(&plan).unwrap_err().to_string();
+    assert!(
+        err.contains("egress.upstream_ca") && err.contains("private-ca.pem"),
+        "{err}"
+    );
+    for role in [Role::Egress, Role::CredProxy] {
+        let s = plan.sidecar(role).unwrap();
+        assert!(
+            s.files.contains_key("upstream-ca.pem"),
+            "{role:?}: {:?}",
+            s.files
+        );
+        assert!(
+            s.config
+                .contains("upstream_ca = \"/config/upstream-ca.pem\""),
+            "{role:?}:\n{}",
+            s.config
+        );
+    }
+
+    // A file that is not PEM is refused at start, naming it.
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let err = plan::check_ready(&plan).unwrap_err().to_string();
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    assert!(plan::check_ready(&plan).is_ok());
+}

@@ -194,6 +194,9 @@ pub struct Bottle {
     pub remotes: Vec<Remote>,
     pub attach_networks: Vec<String>,
     pub ssrf_allow_cidrs: Vec<IpNet>,
+    /// PEM CA certificates egress and cred-proxy trust for upstream TLS, in
+    /// addition to the public roots (an internal mirror with a private CA).
+    pub upstream_ca: Option<PathBuf>,
     /// The bottle's routes, then the provider template's (those whose host the
     /// bottle does not already route).
     pub routes: Vec<Route>,

@@ -79,6 +79,7 @@ pub struct RawRemote {
 pub struct RawEgress {
     pub attach_networks: Option<Vec<String>>,
     pub ssrf_allow_cidrs: Option<Vec<String>>,
+    pub upstream_ca: Option<String>,
     pub routes: Option<Vec<RawRoute>>,
 }
 

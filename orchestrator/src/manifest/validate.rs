@@ -277,6 +277,7 @@ struct Layer {
     remotes: Vec<Remote>,
     attach_networks: Vec<String>,
     ssrf_allow_cidrs: Vec<IpNet>,
+    upstream_ca: Option<PathBuf>,
     routes: Vec<Route>,
     supervise: Option<bool>,
 }
@@ -392,7 +393,22 @@ fn layer(file: &Path, raw: RawBottle, problems: &mut Vec<Problem>) -> Layer {
 
     let (mut attach_networks, mut ssrf_allow_cidrs, mut routes) =
         (Vec::new(), Vec::new(), Vec::new());
+    let mut upstream_ca = None;
     if let Some(eg) = raw.egress {
+        if let Some(ca) = eg.upstream_ca {
+            // Like `IdentityFile`, the file itself is checked at `start`
+            // (a dry run on another machine only warns).
+            if ca.trim().is_empty() {
+                problems.push(at("egress.upstream_ca".into()).problem(
+                    "",
+                    "expected the path of a PEM file of CA certificates, found an empty string",
+                ));
+            } else if ca.starts_with("~/") {
+                upstream_ca = Some(expand_tilde(&ca));
+            } else {
+                upstream_ca = Some(file.parent().unwrap_or(Path::new(".")).join(&ca));
+            }
+        }
         for (i, n) in eg
             .attach_networks
             .unwrap_or_default()
@@ -439,6 +455,7 @@ fn layer(file: &Path, raw: RawBottle, problems: &mut Vec<Problem>) -> Layer {
         remotes,
         attach_networks,
         ssrf_allow_cidrs,
+        upstream_ca,
         routes,
         supervise: raw.supervise,
     }
@@ -787,6 +804,7 @@ pub fn build_bottle(name: &str, chain: Vec<(String, PathBuf, RawBottle)>) -> Res
         remotes: Vec::new(),
         attach_networks: Vec::new(),
         ssrf_allow_cidrs: Vec::new(),
+        upstream_ca: None,
         routes: Vec::new(),
         supervise: false,
     };
@@ -820,6 +838,9 @@ pub fn build_bottle(name: &str, chain: Vec<(String, PathBuf, RawBottle)>) -> Res
             if !b.attach_networks.contains(&n) {
                 b.attach_networks.push(n);
             }
+        }
+        if l.upstream_ca.is_some() {
+            b.upstream_ca = l.upstream_ca;
         }
         for c in l.ssrf_allow_cidrs {
             if !b.ssrf_allow_cidrs.contains(&c) {

@@ -45,7 +45,8 @@ pub enum Domain {
     Broker,
     /// egress and cred-proxy: the way out.
     Egress,
-    /// A domain the operator owns (`egress.attach_networks`), joined by egress.
+    /// A domain the operator owns (`egress.attach_networks`), joined by egress
+    /// and cred-proxy.
     Attached(String),
 }
 

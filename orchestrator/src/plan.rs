@@ -1032,7 +1032,9 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
             alias: role.alias().to_string(),
             port: role.port().expect("sidecar port"),
             addresses: nets.iter().map(|n| (*n, addr(role, *n))).collect(),
-            attach_networks: if role == Role::Egress {
+            // cred-proxy dials the address egress checked, so it must reach
+            // the same attached networks (an internal API behind `auth`).
+            attach_networks: if matches!(role, Role::Egress | Role::CredProxy) {
                 bottle.attach_networks.clone()
             } else {
                 vec![]

@@ -262,6 +262,7 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
     let script = format!(
         "echo ALLOWED=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://api.example.test/allowed); \
          echo AUTH=$(curl -s -m 10 https://auth.example.test/whoami); echo TLS_EXIT=$?; \
+         curl -sS -i -m 10 https://auth.example.test/whoami 2>&1 | head -12 | sed 's/^/AUTH-ANSWER: /'; echo; \
          echo FORGED=$(curl -s -m 10 -H 'Authorization: Bearer forged' https://auth.example.test/whoami); \
          curl -s -i -m 10 http://other.example.test/ | tr -d '\\r' | grep -i '^x-bottle-block' | sed 's/^/OTHER: /'; \
          echo OTHER_CODE=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://other.example.test/); \

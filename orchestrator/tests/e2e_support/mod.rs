@@ -281,6 +281,7 @@ pub fn stub_plan(home: &TestHome, id: &str) -> Plan {
         }],
         routes: vec![],
         ssrf_allow_cidrs: vec![],
+        upstream_ca: None,
         git: GitPlan {
             user_name: Some("Bottle Bot".into()),
             user_email: Some("bot@example.test".into()),

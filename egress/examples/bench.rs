@@ -400,6 +400,41 @@ async fn main() {
         rows.push(row);
     }
 
+    // egress with a tunnel route: CONNECT without interception. Not a peer:
+    // the floor any proxy on this path pays (a second loopback hop and a
+    // relay), against which interception's own cost can be read.
+    {
+        let port = free_port();
+        let cfg = format!(
+            "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\ntunnel = true\n",
+            work.join("ca.pem"),
+            work.join("ca.key"),
+            work.join("egress-tunnel-audit.jsonl"),
+            upstream.port()
+        );
+        write(&work.join("egress-tunnel.toml"), &cfg);
+        let child = Command::new(&a.egress)
+            .arg("--config")
+            .arg(work.join("egress-tunnel.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Proc(child);
+        wait_port(port).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        eprintln!("egress tunnel…");
+        rows.push(
+            measure(
+                "egress, tunnel route (no interception, no DLP)",
+                &mk(&roots, Some(([127, 0, 0, 1], port).into())),
+                Some(p.0.id()),
+                a.secs,
+            )
+            .await,
+        );
+    }
+
     // mitmproxy
     if let Some(mitm) = &a.mitmdump {
         let port = free_port();

@@ -111,6 +111,10 @@ struct Target {
     tls: tokio_rustls::TlsConnector,
     /// squid mints DNS SANs even for IP literals, so its row uses a name.
     sni: ServerName<'static>,
+    /// What CONNECT and `Host` name: the upstream's address, or for squid
+    /// (which checks the upstream certificate against a DNS name only) a name
+    /// its `hosts_file` maps to the upstream.
+    authority: String,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
@@ -121,7 +125,7 @@ async fn open(t: &Target) -> Result<Sender, BoxErr> {
         Some(p) => {
             let mut s = TcpStream::connect(p).await?;
             s.write_all(
-                format!("CONNECT {u} HTTP/1.1\r\nHost: {u}\r\n\r\n", u = t.upstream).as_bytes(),
+                format!("CONNECT {u} HTTP/1.1\r\nHost: {u}\r\n\r\n", u = t.authority).as_bytes(),
             )
             .await?;
             let mut head = Vec::new();
@@ -149,7 +153,7 @@ async fn get(send: &mut Sender, t: &Target, path: &str) -> Result<usize, BoxErr>
     send.ready().await?;
     let req = Request::builder()
         .uri(path)
-        .header("host", t.upstream.to_string())
+        .header("host", t.authority.clone())
         .body(Empty::new())?;
     let resp = send.send_request(req).await?;
     if !resp.status().is_success() {
@@ -352,11 +356,16 @@ async fn main() {
                 .with_root_certificates(roots.clone())
                 .with_no_client_auth();
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let authority = match &sni {
+                ServerName::DnsName(n) => format!("{}:{}", n.as_ref(), upstream.port()),
+                _ => upstream.to_string(),
+            };
             Target {
                 proxy,
                 upstream,
                 tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
                 sni,
+                authority,
             }
         };
     let mk = |roots: &rustls::RootCertStore, proxy: Option<SocketAddr>| {
@@ -497,6 +506,7 @@ async fn main() {
              ssl_bump peek step1\n\
              ssl_bump bump all\n\
              tls_outgoing_options cafile={w}/upstream-ca.pem\n\
+             hosts_file {w}/hosts\n\
              http_access allow all\n\
              cache deny all\n\
              access_log none\n\
@@ -508,6 +518,7 @@ async fn main() {
             w = work.display()
         );
         write(&work.join("squid.conf"), &conf);
+        write(&work.join("hosts"), "127.0.0.1 bench.example.test\n");
         let _ = Command::new("chmod")
             .args(["-R", "a+rwX"])
             .arg(&work)

@@ -810,29 +810,34 @@ impl Backend for DockerBackend {
 
     async fn leftovers(&self, bottle: Option<&str>) -> Result<Leftovers, Error> {
         let filters = self.filters(bottle);
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters.clone()),
-                ..Default::default()
-            }))
-            .await
-            .map_err(engine_err("list containers"))?;
-        let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptions {
-                filters: Some(filters.clone()),
-            }))
-            .await
-            .map_err(engine_err("list networks"))?;
-        let volumes = self
-            .docker
-            .list_volumes(Some(ListVolumesOptions {
-                filters: Some(filters),
-            }))
-            .await
-            .map_err(engine_err("list volumes"))?;
+        let (containers, networks, volumes) = tokio::try_join!(
+            async {
+                self.docker
+                    .list_containers(Some(ListContainersOptions {
+                        all: true,
+                        filters: Some(filters.clone()),
+                        ..Default::default()
+                    }))
+                    .await
+                    .map_err(engine_err("list containers"))
+            },
+            async {
+                self.docker
+                    .list_networks(Some(ListNetworksOptions {
+                        filters: Some(filters.clone()),
+                    }))
+                    .await
+                    .map_err(engine_err("list networks"))
+            },
+            async {
+                self.docker
+                    .list_volumes(Some(ListVolumesOptions {
+                        filters: Some(filters.clone()),
+                    }))
+                    .await
+                    .map_err(engine_err("list volumes"))
+            },
+        )?;
         Ok(Leftovers {
             services: containers
                 .into_iter()
@@ -872,15 +877,23 @@ impl Backend for DockerBackend {
         for r in futures_util::future::join_all(removals).await {
             r?;
         }
-        for name in &found.domains {
-            self.remove(&Resource::Domain { name: name.clone() })
-                .await?;
-        }
+        // Then networks and volumes, each kind in parallel (teardown time is
+        // most of what a short session costs).
+        let mut rest: Vec<Resource> = found
+            .domains
+            .iter()
+            .map(|name| Resource::Domain { name: name.clone() })
+            .collect();
         if !keep_volumes {
-            for name in &found.volumes {
-                self.remove(&Resource::Volume { name: name.clone() })
-                    .await?;
-            }
+            rest.extend(
+                found
+                    .volumes
+                    .iter()
+                    .map(|name| Resource::Volume { name: name.clone() }),
+            );
+        }
+        for r in futures_util::future::join_all(rest.iter().map(|r| self.remove(r))).await {
+            r?;
         }
         Ok(found)
     }

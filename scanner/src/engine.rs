@@ -327,7 +327,9 @@ impl Scanner {
         ctx: Ctx<'_>,
         out: &mut Vec<Finding>,
     ) {
-        let Some(re) = &rule.regex else { return };
+        let Some(re) = rule.regex.as_ref().map(|r| r.get()) else {
+            return;
+        };
         let hay = &data[..end];
         let mut pos = start;
         let mut locs = re.capture_locations();

@@ -211,10 +211,44 @@ impl Allowlist {
     }
 }
 
+/// A rule's regex, compiled when first needed or at load.
+///
+/// The builtin set is compiled lazily: a process that never sees a rule's
+/// keyword never pays for its automaton (egress idles at about half the
+/// memory). Builtin patterns are compiled by the test suite, so the lazy
+/// compile cannot fail at run time; user rules are compiled at load so a bad
+/// pattern is an error naming the rule.
+pub(crate) struct RuleRegex {
+    pattern: String,
+    compiled: OnceLock<Regex>,
+}
+
+impl RuleRegex {
+    pub(crate) fn get(&self) -> &Regex {
+        self.compiled.get_or_init(|| {
+            go_regex::compile(&self.pattern).unwrap_or_else(|e| {
+                panic!(
+                    "builtin rule pattern {:?} does not compile: {e}",
+                    self.pattern
+                )
+            })
+        })
+    }
+}
+
+/// When a rule set's regexes are compiled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compile {
+    /// At load: errors are reported then (user configs).
+    Eager,
+    /// On first use (the builtin set, whose patterns the tests compile).
+    Lazy,
+}
+
 pub(crate) struct Rule {
     pub id: String,
     pub description: String,
-    pub regex: Option<Regex>,
+    pub regex: Option<RuleRegex>,
     pub secret_group: usize,
     pub entropy: f64,
     pub path: Option<Regex>,
@@ -256,28 +290,38 @@ impl Rules {
         static BUILTIN: OnceLock<Rules> = OnceLock::new();
         BUILTIN
             .get_or_init(|| {
-                Rules::compile(crate::builtin::specs(), Vec::new(), "builtin rules")
-                    .expect("builtin rules compile")
+                Rules::compile(
+                    crate::builtin::specs(),
+                    Vec::new(),
+                    "builtin rules",
+                    Compile::Lazy,
+                )
+                .expect("builtin rules compile")
             })
             .clone()
     }
 
     /// No rules at all (known secrets only).
     pub fn empty() -> Rules {
-        Rules::compile(Vec::new(), Vec::new(), "empty").expect("empty rule set")
+        Rules::compile(Vec::new(), Vec::new(), "empty", Compile::Eager).expect("empty rule set")
     }
 
     /// Loads a gitleaks TOML config file (with its `[extend]` chain).
     pub fn from_gitleaks_file(path: &Path) -> Result<Rules, Error> {
         let (specs, allowlists) = crate::gitleaks::load_file(path, 0)?;
-        Rules::compile(specs, allowlists, &path.display().to_string())
+        Rules::compile(
+            specs,
+            allowlists,
+            &path.display().to_string(),
+            Compile::Eager,
+        )
     }
 
     /// Loads a gitleaks TOML config from a string; `origin` names it in errors
     /// and is the base for a relative `[extend] path`.
     pub fn from_gitleaks_str(toml: &str, origin: &str) -> Result<Rules, Error> {
         let (specs, allowlists) = crate::gitleaks::load_str(toml, origin, 0)?;
-        Rules::compile(specs, allowlists, origin)
+        Rules::compile(specs, allowlists, origin, Compile::Eager)
     }
 
     pub fn len(&self) -> usize {
@@ -304,6 +348,7 @@ impl Rules {
         specs: Vec<RuleSpec>,
         global: Vec<AllowlistSpec>,
         origin: &str,
+        when: Compile,
     ) -> Result<Rules, Error> {
         let mut rules = Vec::with_capacity(specs.len());
         let mut keyword_list: Vec<String> = Vec::new();
@@ -315,7 +360,7 @@ impl Rules {
             if spec.generic || spec.id.starts_with("generic") {
                 generic_ids.insert(spec.id.clone());
             }
-            let rule = compile_rule(&spec, origin, idx)?;
+            let rule = compile_rule(&spec, origin, idx, when)?;
             let n = rules.len() as u32;
             if rule.regex.is_none() {
                 path_only.push(n);
@@ -370,7 +415,7 @@ impl Rules {
     }
 }
 
-fn compile_rule(spec: &RuleSpec, origin: &str, idx: usize) -> Result<Rule, Error> {
+fn compile_rule(spec: &RuleSpec, origin: &str, idx: usize, when: Compile) -> Result<Rule, Error> {
     let id = if spec.id.is_empty() {
         return Err(Error::Rule {
             origin: origin.to_string(),
@@ -387,7 +432,17 @@ fn compile_rule(spec: &RuleSpec, origin: &str, idx: usize) -> Result<Rule, Error
     };
     let regex = match spec.regex.as_deref() {
         None | Some("") => None,
-        Some(p) => Some(go_regex::compile(p).map_err(|e| err(format!("regex is invalid: {e}")))?),
+        Some(p) => {
+            let compiled = OnceLock::new();
+            if when == Compile::Eager {
+                let re = go_regex::compile(p).map_err(|e| err(format!("regex is invalid: {e}")))?;
+                let _ = compiled.set(re);
+            }
+            Some(RuleRegex {
+                pattern: p.to_string(),
+                compiled,
+            })
+        }
     };
     let path = match spec.path.as_deref() {
         None | Some("") => None,
@@ -399,7 +454,7 @@ fn compile_rule(spec: &RuleSpec, origin: &str, idx: usize) -> Result<Rule, Error
         return Err(err("rule needs a regex or a path".into()));
     }
     let secret_group = spec.secret_group.unwrap_or(0);
-    if let Some(re) = &regex {
+    if let Some(re) = regex.as_ref().and_then(|r| r.compiled.get()) {
         let groups = re.captures_len() - 1;
         if secret_group > groups {
             return Err(err(format!(
@@ -432,4 +487,61 @@ fn compile_rule(spec: &RuleSpec, origin: &str, idx: usize) -> Result<Rule, Error
         window,
         skip_report: spec.skip_report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The builtin set compiles lazily at run time, so this is where a bad
+    /// builtin pattern or `secretGroup` must fail.
+    #[test]
+    fn every_builtin_pattern_compiles_with_its_secret_group() {
+        let rules = Rules::builtin();
+        let mut n = 0;
+        for rule in &rules.inner.rules {
+            let Some(re) = &rule.regex else { continue };
+            let compiled =
+                go_regex::compile(&re.pattern).unwrap_or_else(|e| panic!("rule {}: {e}", rule.id));
+            assert!(
+                rule.secret_group < compiled.captures_len(),
+                "rule {}: secretGroup {} but {} group(s)",
+                rule.id,
+                rule.secret_group,
+                compiled.captures_len() - 1
+            );
+            n += 1;
+        }
+        assert!(n >= 60, "only {n} builtin rules with a regex");
+    }
+
+    #[test]
+    fn builtin_regexes_are_compiled_only_when_a_keyword_needs_them() {
+        let specs = crate::builtin::specs();
+        let rules = Rules::compile(specs, Vec::new(), "test", Compile::Lazy).unwrap();
+        let compiled = |r: &Rules| {
+            r.inner
+                .rules
+                .iter()
+                .filter(|x| {
+                    x.regex
+                        .as_ref()
+                        .is_some_and(|re| re.compiled.get().is_some())
+                })
+                .count()
+        };
+        assert_eq!(compiled(&rules), 0);
+        let s = crate::Scanner::new(
+            rules.clone(),
+            crate::KnownSecrets::empty(),
+            crate::ScanOptions::default(),
+        );
+        let token = format!("ghp_{}", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z0A");
+        assert!(s
+            .scan(token.as_bytes())
+            .iter()
+            .any(|f| f.rule_id == "github-pat"));
+        let after = compiled(&rules);
+        assert!(after >= 1 && after < rules.len() / 2, "{after} compiled");
+    }
 }

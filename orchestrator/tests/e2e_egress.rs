@@ -570,6 +570,61 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
         "logs shows the audit trail: {audit}"
     );
 
+    // logs --follow: a request made after it started appears while it runs.
+    let mut follow = th
+        .cmd()
+        .args(["logs", &id, "--follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(lines).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let o = run(
+        &th,
+        &[
+            "exec",
+            &id,
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "10",
+            "http://api.example.test/allowed/follow-check",
+        ],
+    );
+    assert!(o.status.success(), "curl: {}", text(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut followed = false;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("/allowed/follow-check") => {
+                followed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        followed,
+        "logs --follow prints a request made after it started"
+    );
+
     let o = run(&th, &["list"]);
     assert!(
         text(&o.stdout).contains(&id),

@@ -149,6 +149,9 @@ impl Drop for World {
 
 /// Follow a container's logs until a line satisfies `want` (returns the log
 /// so far) or the container stops (returns Err with the whole log).
+/// Follows a container's log (stdout and stderr, read on two threads, so
+/// lines of the two streams may arrive in either order) until `want` holds
+/// for everything read so far.
 fn wait_log(container: &str, want: impl Fn(&str) -> bool) -> Result<String, String> {
     let mut child = docker(&["logs", "-f", container])
         .stdout(Stdio::piped())
@@ -182,7 +185,7 @@ fn wait_log(container: &str, want: impl Fn(&str) -> bool) -> Result<String, Stri
             Ok(line) => {
                 log.push_str(&line);
                 log.push('\n');
-                if want(&line) {
+                if want(&log) {
                     break true;
                 }
             }
@@ -266,8 +269,11 @@ impl World {
             "REPOS=app",
             &imgs.sshd,
         ]));
-        let log = wait_log(&world.sshd, |l| l.contains("Server listening"))
-            .unwrap_or_else(|log| panic!("upstream sshd did not start:\n{log}"));
+        // HOSTKEY is on stdout, "Server listening" on stderr: wait for both.
+        let log = wait_log(&world.sshd, |l| {
+            l.contains("Server listening") && l.contains("HOSTKEY ")
+        })
+        .unwrap_or_else(|log| panic!("upstream sshd did not start:\n{log}"));
         world.host_key = log
             .lines()
             .find_map(|l| l.strip_prefix("HOSTKEY "))

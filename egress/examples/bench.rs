@@ -375,21 +375,32 @@ async fn main() {
     eprintln!("direct…");
     rows.push(measure("direct", &mk(&roots, None), None, a.secs).await);
 
-    // egress
-    {
+    // egress, then egress with a tunnel route: CONNECT without interception.
+    // The tunnel row is not a peer: it is the floor any proxy on this path
+    // pays (a second loopback hop and a relay), against which interception's
+    // own cost can be read.
+    for (name, file, route_extra) in [
+        ("egress", "egress", ""),
+        (
+            "egress, tunnel route (no interception, no DLP)",
+            "egress-tunnel",
+            "tunnel = true\n",
+        ),
+    ] {
         let port = free_port();
         let cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\nupstream_ca = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\n",
+            "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\nupstream_ca = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\n{route_extra}",
             work.join("ca.pem"),
             work.join("ca.key"),
             work.join("upstream-ca.pem"),
-            work.join("egress-audit.jsonl"),
+            work.join(format!("{file}-audit.jsonl")),
             upstream.port()
         );
-        write(&work.join("egress.toml"), &cfg);
+        let config = work.join(format!("{file}.toml"));
+        write(&config, &cfg);
         let child = Command::new(&a.egress)
             .arg("--config")
-            .arg(work.join("egress.toml"))
+            .arg(&config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -397,51 +408,18 @@ async fn main() {
         let p = Proc(child);
         wait_port(port).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        eprintln!("egress…");
+        eprintln!("{name}…");
         let mut row = measure(
-            "egress",
+            name,
             &mk(&roots, Some(([127, 0, 0, 1], port).into())),
             Some(p.0.id()),
             a.secs,
         )
         .await;
-        row.size = std::fs::metadata(&a.egress).ok().map(|m| m.len());
+        if route_extra.is_empty() {
+            row.size = std::fs::metadata(&a.egress).ok().map(|m| m.len());
+        }
         rows.push(row);
-    }
-
-    // egress with a tunnel route: CONNECT without interception. Not a peer:
-    // the floor any proxy on this path pays (a second loopback hop and a
-    // relay), against which interception's own cost can be read.
-    {
-        let port = free_port();
-        let cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\ntunnel = true\n",
-            work.join("ca.pem"),
-            work.join("ca.key"),
-            work.join("egress-tunnel-audit.jsonl"),
-            upstream.port()
-        );
-        write(&work.join("egress-tunnel.toml"), &cfg);
-        let child = Command::new(&a.egress)
-            .arg("--config")
-            .arg(work.join("egress-tunnel.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Proc(child);
-        wait_port(port).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        eprintln!("egress tunnel…");
-        rows.push(
-            measure(
-                "egress, tunnel route (no interception, no DLP)",
-                &mk(&roots, Some(([127, 0, 0, 1], port).into())),
-                Some(p.0.id()),
-                a.secs,
-            )
-            .await,
-        );
     }
 
     // mitmproxy

@@ -247,15 +247,16 @@ pub fn human(plan: &Plan, color: bool) -> String {
                 s.attach_networks.join(", ")
             );
         }
-        if s.files.contains_key(crate::plan::UPSTREAM_CA_FILE) {
-            if let Some(ca) = &plan.upstream_ca {
-                let _ = writeln!(
-                    w,
-                    "  {:<10} trusts upstream CA {} besides the public roots",
-                    "",
-                    ca.display()
-                );
-            }
+        if let (true, Some(ca)) = (
+            s.files.contains_key(crate::plan::UPSTREAM_CA_FILE),
+            &plan.upstream_ca,
+        ) {
+            let _ = writeln!(
+                w,
+                "  {:<10} trusts upstream CA {} besides the public roots",
+                "",
+                ca.display()
+            );
         }
     }
 

@@ -989,14 +989,8 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                     "known-secrets".into(),
                     "the bottle's token values and canary, one a line (at start)".into(),
                 );
-                if let Some(ca) = &bottle.upstream_ca {
-                    files.insert(UPSTREAM_CA_FILE.into(), format!("copy of {}", ca.display()));
-                }
             }
             Role::CredProxy => {
-                if let Some(ca) = &bottle.upstream_ca {
-                    files.insert(UPSTREAM_CA_FILE.into(), format!("copy of {}", ca.display()));
-                }
                 env.push(EnvVar {
                     name: BROKER_KEY_ENV.into(),
                     value: EnvValue::Generated {
@@ -1023,6 +1017,11 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                 );
             }
             _ => {}
+        }
+        // Both dial upstreams over TLS: egress for plain routes, cred-proxy
+        // for `auth` routes.
+        if let (Role::Egress | Role::CredProxy, Some(ca)) = (role, &bottle.upstream_ca) {
+            files.insert(UPSTREAM_CA_FILE.into(), format!("copy of {}", ca.display()));
         }
         sidecars.push(SidecarPlan {
             role,

@@ -30,6 +30,13 @@ fn cfg(name: &str) -> PathBuf {
     PathBuf::from(CONFIG_DIR).join(name)
 }
 
+/// Where egress and cred-proxy find the bottle's `egress.upstream_ca` copy.
+fn upstream_ca(plan: &Plan) -> Option<PathBuf> {
+    plan.upstream_ca
+        .as_ref()
+        .map(|_| cfg(crate::plan::UPSTREAM_CA_FILE))
+}
+
 /// Render every sidecar's config into `plan.sidecars[].config`.
 pub fn render_into(plan: &mut Plan, secrets: Option<&RenderSecrets>) -> Result<(), Error> {
     let texts: Vec<(Role, String)> = plan
@@ -140,10 +147,7 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
         ca_cert: cfg("ca.pem"),
         ca_key: cfg("ca.key"),
         audit_log: "-".into(),
-        upstream_ca: plan
-            .upstream_ca
-            .as_ref()
-            .map(|_| cfg(crate::plan::UPSTREAM_CA_FILE)),
+        upstream_ca: upstream_ca(plan),
         ssrf_allow_cidrs: plan.ssrf_allow_cidrs.clone(),
         cred_proxy,
         holds_dir: needs_holds.then(|| PathBuf::from(HOLDS_DIR)),
@@ -195,10 +199,7 @@ fn render_cred_proxy(plan: &Plan) -> Result<String, Error> {
     }
     let c = Config {
         listen: listen.parse().map_err(|e| invalid(Role::CredProxy, e))?,
-        upstream_ca: plan
-            .upstream_ca
-            .as_ref()
-            .map(|_| cfg(crate::plan::UPSTREAM_CA_FILE)),
+        upstream_ca: upstream_ca(plan),
         routes,
     };
     let text = c.to_toml();

@@ -250,6 +250,27 @@ fn run(th: &TestHome, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `curl URL` inside bottle `id` through `exec`; stdout is the HTTP status.
+fn curl_status(th: &TestHome, id: &str, url: &str) -> std::process::Output {
+    run(
+        th,
+        &[
+            "exec",
+            id,
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "10",
+            url,
+        ],
+    )
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
@@ -498,21 +519,7 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
         id.starts_with("e2e-"),
         "start --detach prints the id: {id:?}"
     );
-    let curl = [
-        "exec",
-        &id,
-        "--",
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-m",
-        "10",
-        "http://api.example.test/allowed",
-    ];
-    let o = run(&th, &curl);
+    let o = curl_status(&th, &id, "http://api.example.test/allowed");
     assert_eq!(text(&o.stdout), "200", "{}", text(&o.stderr));
 
     let before = agent_started_at(&id);
@@ -556,7 +563,7 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
         "the agent kept running through the egress restart"
     );
     assert_eq!(container_image(&id, "egress"), hash_tag, "restart --image");
-    let o = run(&th, &curl);
+    let o = curl_status(&th, &id, "http://api.example.test/allowed");
     assert_eq!(
         text(&o.stdout),
         "200",
@@ -590,21 +597,7 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    let o = run(
-        &th,
-        &[
-            "exec",
-            &id,
-            "--",
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-m",
-            "10",
-            "http://api.example.test/allowed/follow-check",
-        ],
-    );
+    let o = curl_status(&th, &id, "http://api.example.test/allowed/follow-check");
     assert!(o.status.success(), "curl: {}", text(&o.stderr));
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut followed = false;

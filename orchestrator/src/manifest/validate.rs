@@ -282,6 +282,16 @@ struct Layer {
     supervise: Option<bool>,
 }
 
+/// A path a manifest names for a file of its own: `~/…` from the home
+/// directory, anything else relative to the manifest's directory.
+fn beside_manifest(manifest: &Path, path: &str) -> PathBuf {
+    if path.starts_with("~/") {
+        expand_tilde(path)
+    } else {
+        manifest.parent().unwrap_or(Path::new(".")).join(path)
+    }
+}
+
 fn layer(file: &Path, raw: RawBottle, problems: &mut Vec<Problem>) -> Layer {
     let root = Origin {
         file: file.to_path_buf(),
@@ -347,11 +357,7 @@ fn layer(file: &Path, raw: RawBottle, problems: &mut Vec<Problem>) -> Layer {
     let provider = raw.agent_provider.map(|p| {
         let o = at("agent_provider".into());
         let dockerfile = p.dockerfile.and_then(|d| {
-            let path = if d.starts_with("~/") {
-                expand_tilde(&d)
-            } else {
-                file.parent().unwrap_or(Path::new(".")).join(&d)
-            };
+            let path = beside_manifest(file, &d);
             if path.is_file() {
                 Some(path)
             } else {
@@ -403,10 +409,8 @@ fn layer(file: &Path, raw: RawBottle, problems: &mut Vec<Problem>) -> Layer {
                     "",
                     "expected the path of a PEM file of CA certificates, found an empty string",
                 ));
-            } else if ca.starts_with("~/") {
-                upstream_ca = Some(expand_tilde(&ca));
             } else {
-                upstream_ca = Some(file.parent().unwrap_or(Path::new(".")).join(&ca));
+                upstream_ca = Some(beside_manifest(file, &ca));
             }
         }
         for (i, n) in eg

@@ -1499,13 +1499,25 @@ pub async fn cleanup(home: &Home, yes: bool) -> Result<i32, Error> {
         return Ok(1);
     }
     // A killed orchestrator may have left a create request in flight that the
-    // engine completes after our listing: look again until nothing is left.
-    for _round in 0..6 {
-        backend.remove_all(None, false).await?;
+    // engine completes after our listing (a container then holds a volume we
+    // are removing: 409 "in use"). Look again until nothing is left, and only
+    // report an error that the last round still hits.
+    let mut last_err = None;
+    let mut clean = false;
+    for _round in 0..8 {
+        last_err = backend.remove_all(None, false).await.err();
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         if backend.leftovers(None).await?.is_empty() {
+            clean = true;
             break;
         }
+    }
+    if !clean {
+        if let Some(e) = last_err {
+            return Err(e);
+        }
+        eprintln!("bot-bottle: some resources are still there; run cleanup again");
+        return Ok(1);
     }
     for s in states {
         StateDir {

@@ -210,6 +210,72 @@ async fn http2_client_and_second_authority_refused() {
     assert_eq!(env.seen().len(), 1);
 }
 
+/// RFC 8441: an HTTP/2 client may only use extended CONNECT (WebSocket over
+/// h2) when the server sends SETTINGS_ENABLE_CONNECT_PROTOCOL. Egress never
+/// does, so such clients open an HTTP/1.1 connection for the upgrade, where
+/// the route's `upgrade` decides; a CONNECT stream sent anyway is refused.
+#[tokio::test]
+async fn http2_connect_streams_are_refused_even_on_upgrade_routes() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&api_route(&env, "upgrade = true\n")).await;
+    let port = env.tls_port;
+    let tls = tls_through(
+        &env,
+        p.addr,
+        &format!("api.example.test:{port}"),
+        "api.example.test",
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+
+    // Extended CONNECT: the server never enabled it, so the request cannot
+    // even be sent on this connection.
+    let mut ext = Request::builder()
+        .method("CONNECT")
+        .uri(format!("https://api.example.test:{port}/allowed/ws"))
+        .body(body(Bytes::new()))
+        .unwrap();
+    ext.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let sent = send.send_request(ext).await;
+    assert!(
+        sent.as_ref().map_or(true, |r| r.status() == 403),
+        "extended CONNECT must not be accepted: {:?}",
+        sent.map(|r| r.status())
+    );
+
+    // A plain CONNECT stream (a tunnel inside the intercepted connection).
+    let tunnel = Request::builder()
+        .method("CONNECT")
+        .uri(format!("api.example.test:{port}"))
+        .body(body(Bytes::new()))
+        .unwrap();
+    let r = send.send_request(tunnel).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers()["x-bottle-block"]
+        .to_str()
+        .unwrap()
+        .starts_with("protocol: "));
+
+    // The connection still serves ordinary streams, and nothing above reached
+    // the upstream.
+    let ok = Request::builder()
+        .uri(format!("https://api.example.test:{port}/allowed/after"))
+        .body(body(Bytes::new()))
+        .unwrap();
+    let r = send.send_request(ok).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = env.seen();
+    assert_eq!(seen.len(), 1, "only the GET reached the upstream");
+    assert_eq!(seen[0].path, "/allowed/after");
+}
+
 #[tokio::test]
 async fn fronting_by_sni_or_host_is_refused() {
     let env = TestEnv::new().await;

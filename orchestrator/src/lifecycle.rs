@@ -583,12 +583,24 @@ fn extra_hosts(layout: &BottleLayout, domains: &[DomainInfo]) -> Vec<(String, Ip
         .collect()
 }
 
+/// Where the agent reaches supervise-mcp (its alias on the internal network).
+const SUPERVISE_URL: &str = "http://supervise:9100/mcp";
+
+/// What goes into the agent before it starts.
+#[derive(Clone, Copy)]
+struct Provision<'a> {
+    setup: &'a AgentSetup,
+    /// The working tree copied into the workspace (`start --cwd`).
+    cwd: Option<&'a std::path::Path>,
+}
+
 /// Brings a layout up; on error or cancel, everything recorded in `undo` is
 /// the caller's to remove.
 async fn bring_up<B: Backend<Error = Error>>(
     backend: &B,
     layout: &BottleLayout,
     secrets: &Secrets,
+    provision: Provision<'_>,
     cancel: &CancellationToken,
     progress: &dyn Progress,
     undo: &mut Vec<Resource>,
@@ -669,17 +681,31 @@ async fn bring_up<B: Backend<Error = Error>>(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let starts = all.iter().map(|s| backend.start_service(id, s));
-    let results = step(cancel, async {
-        Ok(futures_util::future::join_all(starts).await)
+    // The agent's files go in while it is only created (the engine's archive
+    // API needs no running container), overlapping the sidecars' start: the
+    // agent then starts with its CA and workspace already in place.
+    let sidecar_starts =
+        futures_util::future::join_all(sidecars.iter().map(|s| backend.start_service(id, s)));
+    let agent_up = async {
+        if let Some(agent) = agent {
+            progress.step("provisioning the agent (CA, git, prompt, skills, workspace)");
+            provision_files(backend, id, provision.setup, secrets, provision.cwd, cancel).await?;
+            backend.start_service(id, agent).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let (sidecar_results, agent_result) = step(cancel, async {
+        Ok(futures_util::future::join(sidecar_starts, agent_up).await)
     })
     .await?;
-    for r in results {
+    for r in sidecar_results {
         r?;
     }
+    agent_result?;
     if let Some(agent) = agent {
         cancellable(cancel, backend.wait_ready(id, agent)).await?;
         progress.step(&format!("agent {} running", agent.image));
+        register_mcp(backend, id, provision.setup, cancel).await?;
     }
     Ok(Running { domains })
 }
@@ -718,9 +744,9 @@ async fn wait_sidecars<B: Backend<Error = Error>>(
     Ok(())
 }
 
-/// Installs the CA, git identity, prompt, skills, MCP registration and the
-/// working tree into a running agent.
-async fn provision_agent<B: Backend<Error = Error>>(
+/// Installs the CA, git identity, prompt, skills and the working tree into
+/// the agent container (created or running).
+async fn provision_files<B: Backend<Error = Error>>(
     backend: &B,
     id: &str,
     setup: &AgentSetup,
@@ -761,10 +787,9 @@ async fn provision_agent<B: Backend<Error = Error>>(
             0o644,
         ));
     }
-    let supervise_url = "http://supervise:9100/mcp";
     if setup.provider.as_deref() == Some("claude") {
         let settings = if setup.supervise {
-            provision::claude_settings(supervise_url)
+            provision::claude_settings(SUPERVISE_URL)
         } else {
             "{}".to_string()
         };
@@ -814,25 +839,37 @@ async fn provision_agent<B: Backend<Error = Error>>(
     a?;
     b?;
     c?;
-    if setup.provider.as_deref() == Some("codex") && setup.supervise {
-        let req = ExecRequest {
-            cmd: ["codex", "mcp", "add", "supervise", "--url", supervise_url]
-                .map(String::from)
-                .to_vec(),
-            ..Default::default()
-        };
-        let _ = cancellable(
-            cancel,
-            backend.exec(id, Role::Agent, req, OutputSink::Capture),
-        )
-        .await?;
-    }
     if let Some(cwd) = cwd {
         let tar = provision::workspace_tar(cwd, uid)?;
         let files = untar_specs(&tar)?;
         cancellable(
             cancel,
             backend.put_files(id, Role::Agent, &setup.workdir, uid, &files),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Registers supervise with Codex, whose CLI keeps its own MCP list (Claude
+/// Code reads the settings file written by `provision_files`). Needs the
+/// agent running.
+async fn register_mcp<B: Backend<Error = Error>>(
+    backend: &B,
+    id: &str,
+    setup: &AgentSetup,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    if setup.provider.as_deref() == Some("codex") && setup.supervise {
+        let req = ExecRequest {
+            cmd: ["codex", "mcp", "add", "supervise", "--url", SUPERVISE_URL]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        };
+        cancellable(
+            cancel,
+            backend.exec(id, Role::Agent, req, OutputSink::Capture),
         )
         .await?;
     }
@@ -991,15 +1028,17 @@ pub async fn bring_up_plan(
     };
     let mut undo = Vec::new();
     let up = async {
-        let running = bring_up(&backend, &layout, &secrets, cancel, progress, &mut undo).await?;
+        let provision = Provision { setup: &setup, cwd };
+        let running = bring_up(
+            &backend, &layout, &secrets, provision, cancel, progress, &mut undo,
+        )
+        .await?;
         state.write_private(
             "running.json",
             &serde_json::to_vec(&running).map_err(|e| Error::Invalid {
                 what: e.to_string(),
             })?,
         )?;
-        progress.step("provisioning the agent (CA, git, prompt, skills, workspace)");
-        provision_agent(&backend, &plan.id, &setup, &secrets, cwd, cancel).await?;
         wait_sidecars(&backend, &layout, cancel, progress).await
     }
     .await;
@@ -1366,6 +1405,10 @@ pub async fn bring_back(
             &bottle.backend,
             &layout,
             &secrets,
+            Provision {
+                setup: &bottle.setup,
+                cwd: None,
+            },
             cancel,
             progress,
             &mut undo,
@@ -1377,7 +1420,6 @@ pub async fn bring_back(
                 what: e.to_string(),
             })?,
         )?;
-        provision_agent(&bottle.backend, id, &bottle.setup, &secrets, None, cancel).await?;
         wait_sidecars(&bottle.backend, &layout, cancel, progress).await
     }
     .await;

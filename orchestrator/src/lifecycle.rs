@@ -651,27 +651,30 @@ async fn bring_up<B: Backend<Error = Error>>(
         .iter()
         .filter(|s| s.role != Role::Agent)
         .collect();
+    // Every container is created at once (each records what it made in its
+    // own undo list, merged below whatever happens). The agent has no way
+    // out until egress answers anyway (fail closed).
+    let agent = layout.service(Role::Agent);
+    let mut creates = Vec::new();
     for spec in &sidecars {
         let env = resolve_env(spec, secrets, &domains)?;
-        let spec = rendered(spec, &domains)?;
-        step(
-            cancel,
-            backend.create_service(id, &spec, &domains, &[], &env, undo),
-        )
-        .await?;
+        creates.push((rendered(spec, &domains)?, env, Vec::new()));
     }
-    // The agent is created and started together with the sidecars: it has
-    // no way out until egress answers anyway (fail closed), and the health
-    // checks are awaited after provisioning.
-    let agent = layout.service(Role::Agent);
     if let Some(agent) = agent {
         let env = resolve_env(agent, secrets, &domains)?;
-        let hosts = extra_hosts(layout, &domains);
-        step(
-            cancel,
-            backend.create_service(id, agent, &domains, &hosts, &env, undo),
-        )
-        .await?;
+        creates.push((agent.clone(), env, extra_hosts(layout, &domains)));
+    }
+    let mut made: Vec<Vec<Resource>> = vec![Vec::new(); creates.len()];
+    let results = futures_util::future::join_all(creates.iter().zip(made.iter_mut()).map(
+        |((spec, env, hosts), made)| backend.create_service(id, spec, &domains, hosts, env, made),
+    ))
+    .await;
+    undo.extend(made.into_iter().flatten());
+    for r in results {
+        r?;
+    }
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
     }
     let all: Vec<&ServiceSpec> = sidecars.iter().copied().chain(agent).collect();
     progress.step(&format!(
@@ -690,6 +693,7 @@ async fn bring_up<B: Backend<Error = Error>>(
         if let Some(agent) = agent {
             progress.step("provisioning the agent (CA, git, prompt, skills, workspace)");
             provision_files(backend, id, provision.setup, secrets, provision.cwd, cancel).await?;
+            progress.step("agent provisioned; starting it");
             backend.start_service(id, agent).await?;
         }
         Ok::<_, Error>(())

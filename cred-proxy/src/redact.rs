@@ -1,4 +1,5 @@
-//! Hides the real tokens if an upstream echoes them back.
+//! Hides the real tokens if an upstream echoes them back, raw or in the
+//! encodings the scanner knows (hex, percent escapes, base64 cores).
 //!
 //! Every occurrence is overwritten in place with `*` of the same length, so
 //! `Content-Length` stays true and no re-framing is needed. The streaming
@@ -33,12 +34,14 @@ impl std::fmt::Debug for Redactor {
 
 impl Redactor {
     /// A redactor for these secrets (empty ones are ignored).
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Redactor {
-        let patterns: Vec<Vec<u8>> = secrets
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
+    pub fn new<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Redactor {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        for s in secrets {
+            let s = s.as_ref();
+            if !s.is_empty() && !patterns.iter().any(|p| p == s) {
+                patterns.push(s.to_vec());
+            }
+        }
         let finder = if patterns.is_empty() {
             None
         } else {

@@ -160,7 +160,13 @@ fn build(routes: &[Route], env: &EnvLookup) -> Result<TokenSet, Error> {
             },
         );
     }
-    let redactor = Redactor::new(by_route.values().map(|t| t.secret.expose().as_bytes()));
+    // An echo may come back encoded (a debug endpoint returning the header as
+    // base64, a URL with the token percent-escaped): mask those forms too.
+    let redactor = Redactor::new(
+        by_route
+            .values()
+            .flat_map(|t| scanner::encoded_forms(t.secret.expose().as_bytes())),
+    );
     Ok(TokenSet {
         by_route,
         redactor: Arc::new(redactor),

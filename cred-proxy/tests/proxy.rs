@@ -368,6 +368,64 @@ async fn an_echoed_token_is_redacted_in_headers_and_body() {
     );
 }
 
+/// A debug endpoint that answers with the request's Authorization header in
+/// base64 (inside a larger base64 blob), hex and percent-escaped: none of
+/// those forms of the token reaches the agent.
+#[tokio::test]
+async fn an_echoed_token_is_redacted_when_encoded() {
+    use base64::Engine;
+    let pki = Pki::new();
+    let up = Upstream::start(
+        &pki,
+        "api.one.test",
+        &[b"http/1.1"],
+        handler(|seen: Seen| async move {
+            let auth = seen.header("authorization").unwrap_or("").to_owned();
+            let b64 = base64::engine::general_purpose::STANDARD
+                .encode(format!("{{\"authorization\":\"{auth}\"}}"));
+            let hex = hex::encode(auth.as_bytes());
+            let pct: String = auth.bytes().map(|b| format!("%{b:02X}")).collect();
+            Response::builder()
+                .header("x-debug", b64.clone())
+                .body(full(format!("b64={b64}\nhex={hex}\npct={pct}\n")))
+                .unwrap()
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&pki, &two_routes(), two_env()).await;
+    let resp = Handoff::get("one", up.addr, "/debug")
+        .send(proxy.addr)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let header = resp.headers()["x-debug"].to_str().unwrap().to_owned();
+    let body = body_string(resp).await;
+    // Decode what the agent got: the token must be gone from every form.
+    let b64_line = body.lines().find_map(|l| l.strip_prefix("b64=")).unwrap();
+    for blob in [header.as_str(), b64_line] {
+        assert!(blob.contains('*'), "the base64 form was masked: {blob}");
+        let cleaned: String = blob.chars().filter(|c| *c != '*').collect();
+        let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(cleaned.trim_end_matches('='))
+            .unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&decoded).contains(TOKEN_ONE),
+            "token recoverable from {blob}"
+        );
+    }
+    assert!(
+        !body.contains(&hex::encode(TOKEN_ONE)),
+        "hex form leaked: {body}"
+    );
+    let pct: String = TOKEN_ONE.bytes().map(|b| format!("%{b:02X}")).collect();
+    assert!(!body.contains(&pct), "percent form leaked: {body}");
+    assert!(body.contains("hex=") && body.contains("pct="), "{body}");
+    // The upstream did get the real token.
+    assert_eq!(
+        up.seen()[0].header("authorization"),
+        Some(format!("Bearer {TOKEN_ONE}").as_str())
+    );
+}
+
 #[tokio::test]
 async fn request_bodies_are_forwarded() {
     let pki = Pki::new();

@@ -27,5 +27,5 @@ pub use engine::{ScanOptions, Scanner, OVERLAP, WINDOW};
 pub use error::Error;
 pub use finding::{redact, Finding};
 pub use git::GitFinding;
-pub use known::{KnownSecrets, RULE_ID as KNOWN_SECRET_RULE_ID};
+pub use known::{encoded_forms, KnownSecrets, RULE_ID as KNOWN_SECRET_RULE_ID};
 pub use rules::Rules;

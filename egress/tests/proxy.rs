@@ -162,14 +162,16 @@ async fn plain_http_absolute_form() {
     assert!(r.block().starts_with("protocol: "));
 }
 
-#[tokio::test]
-async fn http2_client_and_second_authority_refused() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&api_route(&env, "")).await;
+/// An HTTP/2 connection to api.example.test through the proxy's CONNECT
+/// (ALPN h2 asserted).
+async fn h2_through(
+    env: &TestEnv,
+    proxy: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<TBody> {
     let port = env.tls_port;
     let tls = tls_through(
-        &env,
-        p.addr,
+        env,
+        proxy,
         &format!("api.example.test:{port}"),
         "api.example.test",
         &[b"h2"],
@@ -177,11 +179,20 @@ async fn http2_client_and_second_authority_refused() {
     .await
     .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) =
+    let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
             .unwrap();
     tokio::spawn(conn);
+    send
+}
+
+#[tokio::test]
+async fn http2_client_and_second_authority_refused() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&api_route(&env, "")).await;
+    let port = env.tls_port;
+    let mut send = h2_through(&env, p.addr).await;
     let ok = Request::builder()
         .uri(format!("https://api.example.test:{port}/allowed/h2"))
         .body(body(Bytes::new()))
@@ -219,20 +230,7 @@ async fn http2_connect_streams_are_refused_even_on_upgrade_routes() {
     let env = TestEnv::new().await;
     let p = start_proxy(&api_route(&env, "upgrade = true\n")).await;
     let port = env.tls_port;
-    let tls = tls_through(
-        &env,
-        p.addr,
-        &format!("api.example.test:{port}"),
-        "api.example.test",
-        &[b"h2"],
-    )
-    .await
-    .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_through(&env, p.addr).await;
 
     // Extended CONNECT: the server never enabled it, so the request cannot
     // even be sent on this connection.

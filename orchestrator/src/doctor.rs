@@ -129,7 +129,7 @@ pub async fn checks() -> Vec<Check> {
         out.push(check(
             "internal DNS",
             Status::Warn,
-            format!("Docker {v} < 26: a container only on internal networks may still resolve outside names through the engine (CVE-2024-29018)"),
+            format!("Docker {v} < 26: the engine's DNS may forward a lookup from an internal-only container to the host's resolver (CVE-2024-29018); bot-bottle gives the agent and git-gate a forwarder that leads nowhere ({})", crate::docker::DNS_NOWHERE),
             Some("upgrade to Docker Engine >= 26 (>= 28 recommended); egress never resolves names that match no route"),
         ));
     }

@@ -120,6 +120,48 @@ async fn agent_reaches_its_sidecar_but_not_the_host_and_teardown_leaves_nothing(
         "bot@example.test"
     );
 
+    // Outside names resolve nowhere from the agent: Docker's embedded DNS
+    // forwards what it cannot answer, before Docker 26 from the host's own
+    // namespace when the host resolver is on loopback (CVE-2024-29018), so
+    // the agent's only forwarder is one that leads nowhere. Its sidecars'
+    // names still resolve; egress (the way out) keeps the engine's resolvers.
+    let dns_of = |role: &str| {
+        let o = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{json .HostConfig.Dns}}",
+                &format!("bb-{id}-{role}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(
+        dns_of("agent"),
+        format!("[\"{}\"]", orchestrator::docker::DNS_NOWHERE)
+    );
+    assert!(
+        matches!(dns_of("egress").as_str(), "null" | "[]"),
+        "{}",
+        dns_of("egress")
+    );
+    let names = bottle.capture(sh("getent hosts egress")).await.unwrap();
+    assert_eq!(names.exit_code, 0, "the sidecar's name resolves: {names:?}");
+    let probe = bottle
+        .capture(sh(
+            "dig +short +tries=1 +time=2 @127.0.0.11 leak-probe.example.com A; echo rc=$?",
+        ))
+        .await
+        .unwrap();
+    let probe = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        !probe
+            .lines()
+            .any(|l| l.parse::<std::net::Ipv4Addr>().is_ok()),
+        "an outside name resolved from the agent: {probe}"
+    );
+
     // The egress secrets reached egress, owned by it and private.
     let files = Command::new("docker")
         .args([

@@ -73,6 +73,25 @@ pub fn volume_name(bottle: &str, role: Role, purpose: &str) -> String {
     format!("bb-{bottle}-{role}-{purpose}")
 }
 
+/// The only upstream resolver given to containers with no way out (the agent,
+/// git-gate). Docker's embedded DNS answers the bottle's own names itself and
+/// forwards every other query; before Docker 26 (CVE-2024-29018) it does so
+/// from the host's namespace when the host resolver is on loopback (systemd-
+/// resolved's 127.0.0.53), so a lookup of `<secret>.attacker.example` from an
+/// internal-only container would leave the machine. A resolver set here is
+/// dialed from the container's own namespace, where an internal network has
+/// no route; TEST-NET-1 (RFC 5737) is not loopback, so no engine version
+/// treats it as the host's.
+pub const DNS_NOWHERE: &str = "192.0.2.1";
+
+/// True for a container on internal networks only: it must not resolve
+/// outside names (egress resolves what a route allows).
+fn no_way_out(spec: &ServiceSpec) -> bool {
+    spec.domains
+        .iter()
+        .all(|d| matches!(d, Domain::Internal | Domain::Broker))
+}
+
 fn engine_err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Error {
     let what = what.into();
     move |source| Error::Engine { what, source }
@@ -374,6 +393,7 @@ impl DockerBackend {
             }),
             mounts: (!mounts.is_empty()).then_some(mounts),
             network_mode: Some(primary.0.to_string()),
+            dns: no_way_out(spec).then(|| vec![DNS_NOWHERE.to_string()]),
             ..Default::default()
         };
         let healthcheck = (spec.readiness == Readiness::HealthCheck).then_some(HealthConfig {

@@ -89,6 +89,17 @@ async fn agent_reaches_its_sidecar_but_not_the_host_and_teardown_leaves_nothing(
         listener.accept().is_err(),
         "no connection may have arrived at the host listener"
     );
+    // Nor over IPv6: the agent has no IPv6 address at all, not even the
+    // link-local one that would reach the host's end of the bridge.
+    let v6 = bottle
+        .capture(sh("ip -6 addr show && echo listed"))
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v6.stdout).trim(),
+        "listed",
+        "the agent has IPv6 addresses (or no `ip`): {v6:?}"
+    );
 
     // Proxy settings in both cases, the CA trust variables and a canary.
     let env = bottle.capture(vec!["env".into()]).await.unwrap();
@@ -150,11 +161,12 @@ async fn agent_reaches_its_sidecar_but_not_the_host_and_teardown_leaves_nothing(
     assert_eq!(names.exit_code, 0, "the sidecar's name resolves: {names:?}");
     let probe = bottle
         .capture(sh(
-            "dig +short +tries=1 +time=2 @127.0.0.11 leak-probe.example.com A; echo rc=$?",
+            "command -v dig >/dev/null || echo no-dig; dig +short +tries=1 +time=2 @127.0.0.11 leak-probe.example.com A",
         ))
         .await
         .unwrap();
     let probe = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(!probe.contains("no-dig"), "the agent image lacks dig");
     assert!(
         !probe
             .lines()

@@ -288,6 +288,8 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
          curl -s -i -m 10 http://other.example.test/ | tr -d '\\r' | grep -i '^x-bottle-block' | sed 's/^/OTHER: /'; \
          echo OTHER_CODE=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://other.example.test/); \
          curl -s -m 5 --noproxy '*' -o /dev/null http://{ip}/allowed && echo DIRECT=reached || echo DIRECT=refused; \
+         curl -s -m 3 --noproxy '*' -o /dev/null http://cred-proxy:9099/ && echo CREDPROXY=reached || echo CREDPROXY=refused; \
+         echo CREDPROXY_VIA_EGRESS=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://cred-proxy:9099/); \
          env > /tmp/env; grep -c {TOKEN_VALUE} /tmp/env | sed 's/^/TOKEN_LINES=/'; \
          grep -q '^GH_TOKEN\\|bb-placeholder' /tmp/env && echo PLACEHOLDER=yes || echo PLACEHOLDER=no; \
          exit 7",
@@ -367,6 +369,14 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
         out.contains("DIRECT=refused"),
         "a direct connection must fail: {out}"
     );
+    // cred-proxy holds the real token: the agent reaches it neither
+    // directly (not on its network, its name unknown there) nor through
+    // egress (a sidecar's name is never a route).
+    assert!(
+        out.contains("CREDPROXY=refused"),
+        "the agent reached cred-proxy: {out}"
+    );
+    assert!(out.contains("CREDPROXY_VIA_EGRESS=403"), "{out}");
     assert!(
         out.contains("TOKEN_LINES=0"),
         "the real token reached the agent: {out}"

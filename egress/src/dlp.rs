@@ -38,6 +38,10 @@ impl ExactSet {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+    /// Length of the longest value (0 when empty).
+    pub fn longest(&self) -> usize {
+        self.values.iter().map(|(v, _)| v.len()).max().unwrap_or(0)
+    }
     /// The label of the first value found in `data`.
     pub fn find_in(&self, data: &[u8]) -> Option<&str> {
         self.values

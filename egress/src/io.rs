@@ -126,3 +126,105 @@ impl HttpBody for Counted {
         self.inner.size_hint()
     }
 }
+
+/// A request body on a route without DLP that must still never carry another
+/// route's placeholder. Bytes are passed on as they come except the last
+/// `longest placeholder - 1`, held until the next chunk shows they start no
+/// placeholder, so a complete one never leaves even when split across
+/// chunks. On a match the body fails (the upstream request is aborted) and
+/// `hit` names the route whose placeholder it was.
+pub struct PlaceholderGuard {
+    inner: Body,
+    set: crate::dlp::ExactSet,
+    keep: usize,
+    held: bytes::BytesMut,
+    trailers: Option<Frame<Bytes>>,
+    /// The inner body has ended (it is not polled again).
+    ended: bool,
+    hit: Arc<std::sync::OnceLock<String>>,
+}
+
+impl PlaceholderGuard {
+    pub fn new(
+        inner: Body,
+        set: crate::dlp::ExactSet,
+        hit: Arc<std::sync::OnceLock<String>>,
+    ) -> PlaceholderGuard {
+        PlaceholderGuard {
+            inner,
+            keep: set.longest().saturating_sub(1),
+            set,
+            held: bytes::BytesMut::new(),
+            trailers: None,
+            ended: false,
+            hit,
+        }
+    }
+}
+
+impl HttpBody for PlaceholderGuard {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.held.is_empty() {
+                if let Some(t) = this.trailers.take() {
+                    return Poll::Ready(Some(Ok(t)));
+                }
+            }
+            if this.trailers.is_some() || (this.ended && !this.held.is_empty()) {
+                // The end or the trailers follow the last data: flush what is held.
+                return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        this.held.extend_from_slice(&data);
+                        if let Some(route) = this.set.find_in(&this.held) {
+                            let _ = this.hit.set(route.to_string());
+                            this.held.clear();
+                            return Poll::Ready(Some(Err(format!(
+                                "the request body holds the placeholder of route {route}"
+                            )
+                            .into())));
+                        }
+                        let ready = this.held.len().saturating_sub(this.keep);
+                        if ready > 0 {
+                            return Poll::Ready(Some(Ok(Frame::data(
+                                this.held.split_to(ready).freeze(),
+                            ))));
+                        }
+                    }
+                    Err(trailers) => this.trailers = Some(trailers),
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.ended = true,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_empty()
+            && self.trailers.is_none()
+            && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Holding bytes back delays them; it never adds or removes any.
+        let mut h = self.inner.size_hint();
+        let held = self.held.len() as u64;
+        h.set_lower(h.lower() + held);
+        if let Some(u) = h.upper() {
+            h.set_upper(u + held);
+        }
+        h
+    }
+}

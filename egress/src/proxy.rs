@@ -25,7 +25,7 @@ use crate::config::{normalize_host, Config, OnMatch, Route, RouteDlp, RouteKind}
 use crate::dlp::{self, DlpEngine, ExactSet, Hit};
 use crate::error::Error;
 use crate::hold::{self, HoldOutcome, HoldSummary};
-use crate::io::{AuditGuard, Counted, Prefixed};
+use crate::io::{AuditGuard, Counted, PlaceholderGuard, Prefixed};
 use crate::mint::Minter;
 use crate::resolve::{DialError, Dialer, Resolve};
 use crate::ssrf::{parse_ip_literal, SsrfGuard};
@@ -991,6 +991,7 @@ async fn handle(
         }
     }
 
+    let placeholder_hit: Arc<std::sync::OnceLock<String>> = Arc::default();
     let upgrade_fut = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let mut send_pq = pq.clone();
@@ -1005,8 +1006,12 @@ async fn handle(
         send_pq = pq2;
         decision = dec;
         body
-    } else {
+    } else if others.is_empty() {
         body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+    } else {
+        // No DLP here, but another route's placeholder still never leaves.
+        let raw = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+        PlaceholderGuard::new(raw, others.clone(), placeholder_hit.clone()).boxed_unsync()
     };
     let body: Body = Counted::new(body, up.clone(), None).boxed_unsync();
 
@@ -1117,6 +1122,19 @@ async fn handle(
             tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, st.client.request(out)).await
         }
     };
+    if let Some(other) = placeholder_hit.get() {
+        // The body was cut before the placeholder; whatever upstream made of
+        // the truncated request, the agent gets the refusal.
+        rec.rule = Some("placeholder".into());
+        return Err(Refused {
+            kind: Kind::Dlp,
+            detail: format!(
+                "the placeholder of route {other} cannot be sent to route {}",
+                route.id
+            ),
+            rule: Some("placeholder".into()),
+        });
+    }
     let mut resp = match resp {
         Err(_) => {
             rec.decision = "error";

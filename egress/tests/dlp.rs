@@ -245,6 +245,61 @@ async fn placeholder_of_another_route_is_refused() {
     );
     let r = https(&env, p.addr, "other.example.test", port, req).await;
     assert_eq!(r.status, 200);
+
+    // The api route has no DLP, yet its request bodies are watched for the
+    // placeholder too, even split across chunks; nothing of it leaves.
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        post_chunks(h, port, "/p", &["token=bb-placeholder-ot", "her-0001&x=1"]),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.block().starts_with("dlp: ") && r.block().contains("other"),
+        "{}",
+        r.block()
+    );
+    assert!(
+        env.seen()
+            .iter()
+            .all(|s| !String::from_utf8_lossy(&s.body).contains("bb-placeholder-other-0001")),
+        "the placeholder reached the upstream"
+    );
+    assert!(env.audit().contains("\"rule\":\"placeholder\""));
+    // A body that only looks like a placeholder's start at a chunk boundary
+    // arrives whole and unchanged.
+    let filler = "y".repeat(10_000);
+    let chunks = [
+        "a=bb-placeholder-oth",
+        "ER-0001&b=",
+        filler.as_str(),
+        "bb-pl",
+    ];
+    let r = https(&env, p.addr, h, port, post_chunks(h, port, "/q", &chunks)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let last = env.seen().last().unwrap().clone();
+    assert_eq!(last.path, "/q");
+    assert_eq!(last.body, chunks.concat().into_bytes());
+}
+
+/// A POST whose body arrives in these chunks (chunked transfer encoding).
+fn post_chunks(host: &str, port: u16, path: &str, chunks: &[&str]) -> Request<TBody> {
+    use http_body_util::BodyExt;
+    let frames: Vec<
+        Result<http_body::Frame<bytes::Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+    > = chunks
+        .iter()
+        .map(|c| Ok(http_body::Frame::data(bytes::Bytes::from(c.to_string()))))
+        .collect();
+    Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", format!("{host}:{port}"))
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        .unwrap()
 }
 
 async fn wait_for_hold(dir: &std::path::Path) -> (String, String) {

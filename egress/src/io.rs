@@ -228,3 +228,54 @@ impl HttpBody for PlaceholderGuard {
         h
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn guard(frames: Vec<Frame<Bytes>>) -> (PlaceholderGuard, Arc<std::sync::OnceLock<String>>) {
+        let inner: Body = http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, BoxError>),
+        ))
+        .boxed_unsync();
+        let set = crate::dlp::ExactSet::new([(b"PLACEHOLDER-1".to_vec(), "gh".to_string())]);
+        let hit = Arc::default();
+        (PlaceholderGuard::new(inner, set, Arc::clone(&hit)), hit)
+    }
+
+    #[tokio::test]
+    async fn data_and_trailers_pass_unchanged_and_in_order() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        let (g, hit) = guard(vec![
+            Frame::data(Bytes::from_static(b"hello PLACE")),
+            Frame::data(Bytes::from_static(b"HOLDER-2 world")),
+            Frame::trailers(trailers.clone()),
+        ]);
+        let out = g.collect().await.unwrap();
+        assert_eq!(out.trailers(), Some(&trailers));
+        assert_eq!(&out.to_bytes()[..], b"hello PLACEHOLDER-2 world");
+        assert!(hit.get().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_split_placeholder_fails_the_body_before_it_is_passed_on() {
+        let (mut g, hit) = guard(vec![
+            Frame::data(Bytes::from_static(b"0123456789abcdef PLACEHO")),
+            Frame::data(Bytes::from_static(b"LDER-1 tail")),
+        ]);
+        let mut passed = Vec::new();
+        let err = loop {
+            match g.frame().await {
+                Some(Ok(f)) => passed.extend_from_slice(f.data_ref().unwrap()),
+                Some(Err(e)) => break e,
+                None => panic!("the body ended without the refusal"),
+            }
+        };
+        assert!(err.to_string().contains("route gh"), "{err}");
+        assert_eq!(hit.get().map(String::as_str), Some("gh"));
+        // Only bytes that could not start the placeholder went on.
+        assert_eq!(passed, b"0123456789ab");
+    }
+}

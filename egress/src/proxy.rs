@@ -979,15 +979,7 @@ async fn handle(
             found = found.or_else(|| placeholder_in(v.as_bytes()));
         }
         if let Some(other) = found {
-            rec.rule = Some("placeholder".into());
-            return Err(Refused {
-                kind: Kind::Dlp,
-                detail: format!(
-                    "the placeholder of route {other} cannot be sent to route {}",
-                    route.id
-                ),
-                rule: Some("placeholder".into()),
-            });
+            return Err(placeholder_refusal(&other, &route.id));
         }
     }
 
@@ -1125,15 +1117,7 @@ async fn handle(
     if let Some(other) = placeholder_hit.get() {
         // The body was cut before the placeholder; whatever upstream made of
         // the truncated request, the agent gets the refusal.
-        rec.rule = Some("placeholder".into());
-        return Err(Refused {
-            kind: Kind::Dlp,
-            detail: format!(
-                "the placeholder of route {other} cannot be sent to route {}",
-                route.id
-            ),
-            rule: Some("placeholder".into()),
-        });
+        return Err(placeholder_refusal(other, &route.id));
     }
     let mut resp = match resp {
         Err(_) => {
@@ -1223,6 +1207,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Where a finding was.
+/// Another route's placeholder on this one (URL, header or body).
+fn placeholder_refusal(other: &str, route: &str) -> Refused {
+    Refused {
+        kind: Kind::Dlp,
+        detail: format!("the placeholder of route {other} cannot be sent to route {route}"),
+        rule: Some("placeholder".into()),
+    }
+}
+
 fn first_rule(h: &[Hit]) -> Option<String> {
     h.first().map(|h| h.rule_id.clone())
 }
@@ -1324,13 +1317,7 @@ async fn apply_dlp(
     let body_hits = match &b {
         B::Scanned(_, decoded) => {
             if let Some(other) = others.find_in(decoded) {
-                return Err(dlp_refusal(
-                    Some("placeholder".into()),
-                    format!(
-                        "the placeholder of route {other} cannot be sent to route {}",
-                        route.id
-                    ),
-                ));
+                return Err(placeholder_refusal(other, &route.id));
             }
             st.dlp.scan(d, decoded)
         }

@@ -35,13 +35,11 @@ impl std::fmt::Debug for Redactor {
 impl Redactor {
     /// A redactor for these secrets (empty ones are ignored).
     pub fn new<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Redactor {
-        let mut patterns: Vec<Vec<u8>> = Vec::new();
-        for s in secrets {
-            let s = s.as_ref();
-            if !s.is_empty() && !patterns.iter().any(|p| p == s) {
-                patterns.push(s.to_vec());
-            }
-        }
+        let patterns: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .map(|s| s.as_ref().to_vec())
+            .filter(|s| !s.is_empty())
+            .collect();
         let finder = if patterns.is_empty() {
             None
         } else {

@@ -172,16 +172,15 @@ impl HttpBody for PlaceholderGuard {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            if this.held.is_empty() {
+            if this.ended || this.trailers.is_some() {
+                // No more data is coming: what is held goes first, then the
+                // trailers (if any), then the end.
+                if !this.held.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+                }
                 if let Some(t) = this.trailers.take() {
                     return Poll::Ready(Some(Ok(t)));
                 }
-            }
-            if this.trailers.is_some() || (this.ended && !this.held.is_empty()) {
-                // The end or the trailers follow the last data: flush what is held.
-                return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
-            }
-            if this.ended {
                 return Poll::Ready(None);
             }
             match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {

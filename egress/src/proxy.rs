@@ -983,7 +983,8 @@ async fn handle(
         }
     }
 
-    let placeholder_hit: Arc<std::sync::OnceLock<String>> = Arc::default();
+    // Set by the body guard of a route without DLP (only then allocated).
+    let mut placeholder_hit: Option<Arc<std::sync::OnceLock<String>>> = None;
     let upgrade_fut = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let mut send_pq = pq.clone();
@@ -1003,7 +1004,8 @@ async fn handle(
     } else {
         // No DLP here, but another route's placeholder still never leaves.
         let raw = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-        PlaceholderGuard::new(raw, others.clone(), placeholder_hit.clone()).boxed_unsync()
+        let hit = placeholder_hit.insert(Arc::default()).clone();
+        PlaceholderGuard::new(raw, others, hit).boxed_unsync()
     };
     let body: Body = Counted::new(body, up.clone(), None).boxed_unsync();
 
@@ -1114,7 +1116,10 @@ async fn handle(
             tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, st.client.request(out)).await
         }
     };
-    if let Some(other) = placeholder_hit.get() {
+    if let Some(other) = placeholder_hit
+        .as_deref()
+        .and_then(std::sync::OnceLock::get)
+    {
         // The body was cut before the placeholder; whatever upstream made of
         // the truncated request, the agent gets the refusal.
         return Err(placeholder_refusal(other, &route.id));
@@ -1206,7 +1211,6 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Where a finding was.
 /// Another route's placeholder on this one (URL, header or body).
 fn placeholder_refusal(other: &str, route: &str) -> Refused {
     Refused {
@@ -1216,6 +1220,7 @@ fn placeholder_refusal(other: &str, route: &str) -> Refused {
     }
 }
 
+/// Where a finding was.
 fn first_rule(h: &[Hit]) -> Option<String> {
     h.first().map(|h| h.rule_id.clone())
 }

@@ -1548,22 +1548,17 @@ pub async fn cleanup(home: &Home, yes: bool) -> Result<i32, Error> {
     // engine completes after our listing (a container then holds a volume we
     // are removing: 409 "in use"). Look again until nothing is left, and only
     // report an error that the last round still hits.
-    let mut last_err = None;
-    let mut clean = false;
-    for _round in 0..8 {
-        last_err = backend.remove_all(None, false).await.err();
+    for round in 1..=8 {
+        let removed = backend.remove_all(None, false).await;
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         if backend.leftovers(None).await?.is_empty() {
-            clean = true;
             break;
         }
-    }
-    if !clean {
-        if let Some(e) = last_err {
-            return Err(e);
+        if round == 8 {
+            removed?;
+            eprintln!("bot-bottle: some resources are still there; run cleanup again");
+            return Ok(1);
         }
-        eprintln!("bot-bottle: some resources are still there; run cleanup again");
-        return Ok(1);
     }
     for s in states {
         StateDir {

@@ -481,29 +481,11 @@ fn sigkill_at_several_points_of_bring_up_then_cleanup_leaves_nothing() {
 }
 
 fn container_image(id: &str, role: &str) -> String {
-    let o = Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{.Config.Image}}",
-            &format!("bb-{id}-{role}"),
-        ])
-        .output()
-        .unwrap();
-    text(&o.stdout).trim().to_string()
+    inspect(id, role, "{{.Config.Image}}")
 }
 
 fn agent_started_at(id: &str) -> String {
-    let o = Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{.State.StartedAt}} {{.State.Running}}",
-            &format!("bb-{id}-agent"),
-        ])
-        .output()
-        .unwrap();
-    text(&o.stdout).trim().to_string()
+    inspect(id, "agent", "{{.State.StartedAt}} {{.State.Running}}")
 }
 
 #[test]

@@ -136,18 +136,7 @@ async fn agent_reaches_its_sidecar_but_not_the_host_and_teardown_leaves_nothing(
     // namespace when the host resolver is on loopback (CVE-2024-29018), so
     // the agent's only forwarder is one that leads nowhere. Its sidecars'
     // names still resolve; egress (the way out) keeps the engine's resolvers.
-    let dns_of = |role: &str| {
-        let o = Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{json .HostConfig.Dns}}",
-                &format!("bb-{id}-{role}"),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let dns_of = |role: &str| inspect(&id, role, "{{json .HostConfig.Dns}}");
     assert_eq!(
         dns_of("agent"),
         format!("[\"{}\"]", orchestrator::docker::DNS_NOWHERE)

@@ -112,17 +112,16 @@ impl KnownSecrets {
     }
 }
 
-/// The byte strings that reveal `v`: raw, hex, percent-encoded, and base64 /
-/// base64url at each of the three alignments it can have inside a longer
-/// encoded blob (only the characters fully determined by `v`).
-/// The byte strings `value` shows up as in text: itself, hex, percent escapes
-/// and the alignment-independent cores of its base64 and base64url forms
-/// (whatever bytes precede it in the encoded stream). For callers that mask
-/// rather than scan, such as cred-proxy hiding an echoed token.
+/// The byte strings `value` shows up as in text (see `encodings`), for
+/// callers that mask rather than scan, such as cred-proxy hiding an echoed
+/// token.
 pub fn encoded_forms(value: &[u8]) -> Vec<Vec<u8>> {
     encodings(value).into_iter().map(|(_, p)| p).collect()
 }
 
+/// The byte strings that reveal `v`: raw, hex, percent-encoded, and base64 /
+/// base64url at each of the three alignments it can have inside a longer
+/// encoded blob (only the characters fully determined by `v`).
 fn encodings(v: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     let mut out: Vec<(&'static str, Vec<u8>)> = vec![("raw", v.to_vec())];
     let mut add = |enc: &'static str, pat: Vec<u8>| {

@@ -147,11 +147,10 @@ impl Drop for World {
     }
 }
 
-/// Follow a container's logs until a line satisfies `want` (returns the log
-/// so far) or the container stops (returns Err with the whole log).
-/// Follows a container's log (stdout and stderr, read on two threads, so
-/// lines of the two streams may arrive in either order) until `want` holds
-/// for everything read so far.
+/// Follows a container's log until `want` holds for everything read so far
+/// (returns that log) or the container stops (Err with the whole log).
+/// stdout and stderr are read on two threads, so lines of the two streams may
+/// arrive in either order.
 fn wait_log(container: &str, want: impl Fn(&str) -> bool) -> Result<String, String> {
     let mut child = docker(&["logs", "-f", container])
         .stdout(Stdio::piped())

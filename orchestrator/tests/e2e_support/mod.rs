@@ -36,6 +36,15 @@ pub fn docker_or_skip(test: &str) -> bool {
     ok
 }
 
+/// `docker inspect -f FORMAT bb-<id>-<role>`, trimmed.
+pub fn inspect(id: &str, role: &str, format: &str) -> String {
+    let o = Command::new("docker")
+        .args(["inspect", "-f", format, &format!("bb-{id}-{role}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 pub fn image_exists(image: &str) -> bool {
     Command::new("docker")
         .args(["image", "inspect", image])

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:3128"            # default
+//! gate_listen = "10.213.0.50:3128"   # optional: git-gate's own listener (gate_only routes)
 //! bottle_id = "b-1234"               # written into every audit line
 //! ca_cert = "/config/ca.pem"
 //! ca_key = "/config/ca.key"
@@ -13,6 +14,7 @@
 //! cred_proxy = "172.30.0.3:9099"     # required when a route has `auth`
 //! holds_dir = "/holds"               # required when a route uses outbound_on_match = "supervise"
 //! hold_timeout_secs = 300            # optional
+//! supervise = false                  # true: refusals name supervise's request_egress_route
 //!
 //! [dlp]
 //! rules = "builtin"                  # or a gitleaks-format TOML file
@@ -29,6 +31,7 @@
 //! auth = { scheme = "Bearer", token_ref = "GH_TOKEN" }
 //! placeholder = "bb-placeholder-github"
 //! tunnel = false
+//! gate_only = false                  # true: served on gate_listen only, never to the agent
 //! upgrade = false
 //! dlp = { outbound_detectors = ["token_patterns", "known_secrets"], outbound_on_match = "block", opaque_bodies = false }
 //!
@@ -67,6 +70,10 @@ pub const DEFAULT_HOLD_TIMEOUT_SECS: u64 = 300;
 pub struct EgressConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A second listener, on an address only git-gate reaches, that serves the
+    /// `gate_only` routes and nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_listen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bottle_id: Option<String>,
     pub ca_cert: PathBuf,
@@ -83,6 +90,9 @@ pub struct EgressConfig {
     pub holds_dir: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_timeout_secs: Option<u64>,
+    /// The bottle runs supervise-mcp: refusals tell the agent to ask there.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub supervise: bool,
     #[serde(default)]
     pub dlp: DlpConfig,
     #[serde(default, rename = "route")]
@@ -149,6 +159,10 @@ pub struct RouteConfig {
     pub placeholder: Option<String>,
     #[serde(default)]
     pub tunnel: bool,
+    /// Served only on `gate_listen` (git-gate's way to its upstreams' ssh
+    /// ports); the agent's listener never knows the route.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub gate_only: bool,
     #[serde(default)]
     pub upgrade: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,6 +293,8 @@ impl EgressConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// git-gate's listener: serves `gate_routes` only.
+    pub gate_listen: Option<SocketAddr>,
     pub bottle_id: String,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
@@ -288,8 +304,14 @@ pub struct Config {
     pub cred_proxy: Option<SocketAddr>,
     pub holds_dir: Option<PathBuf>,
     pub hold_timeout: Duration,
+    /// Refusals point the agent at supervise's `request_egress_route`.
+    pub supervise: bool,
     pub dlp: Dlp,
+    /// Routes of the agent's listener.
     pub routes: Vec<Route>,
+    /// Tunnels served on `gate_listen` only (git-gate's upstream ssh ports).
+    /// Kept apart so no lookup on the agent's side can ever find one.
+    pub gate_routes: Vec<Route>,
     /// (lower-case host, port) → addresses.
     pub resolves: HashMap<(String, u16), Vec<IpAddr>>,
     /// The file form it was built from (printed by `--check-config`).
@@ -464,6 +486,28 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
         key: "listen".into(),
         message: format!("{:?} is not an ip:port address", c.listen),
     })?;
+    let gate_listen = match &c.gate_listen {
+        None => None,
+        Some(g) => {
+            let addr: SocketAddr = g.parse().map_err(|_| Error::InvalidConfig {
+                key: "gate_listen".into(),
+                message: format!("{g:?} is not an ip:port address"),
+            })?;
+            let clash = addr == listen
+                || (addr.port() == listen.port()
+                    && (addr.ip().is_unspecified() || listen.ip().is_unspecified()));
+            if clash {
+                return Err(Error::InvalidConfig {
+                    key: "gate_listen".into(),
+                    message: format!(
+                        "{addr} overlaps listen {listen}: the gate's listener needs an address \
+                         of its own (the agent must never reach the gate's tunnels)"
+                    ),
+                });
+            }
+            Some(addr)
+        }
+    };
     let bottle_id = c.bottle_id.clone().unwrap_or_default();
     if bottle_id.len() > 128 || bottle_id.chars().any(|ch| ch.is_control()) {
         return Err(Error::InvalidConfig {
@@ -529,6 +573,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
     let mut ids = HashSet::new();
     let mut placeholders: HashMap<String, String> = HashMap::new();
     let mut routes = Vec::with_capacity(c.routes.len());
+    let mut gate_routes = Vec::new();
     for r in &c.routes {
         let rid = r.id.as_str();
         let err = |message: String| Error::InvalidRoute {
@@ -558,6 +603,16 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
             return Err(err("port 0 is not a port".into()));
         }
         let ports: BTreeSet<u16> = r.ports.iter().copied().collect();
+        if r.gate_only && !r.tunnel {
+            return Err(err(
+                "gate_only applies to tunnel routes only (git-gate's upstream ssh ports)".into(),
+            ));
+        }
+        if r.gate_only && gate_listen.is_none() {
+            return Err(err(
+                "a gate_only route needs the top-level gate_listen address".into(),
+            ));
+        }
         let kind = if r.tunnel {
             if matches!(host, HostPattern::Suffix(_)) {
                 return Err(err(
@@ -666,12 +721,17 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                 placeholder: r.placeholder.clone(),
             }
         };
-        routes.push(Route {
+        let route = Route {
             id: rid.to_string(),
             host,
             ports,
             kind,
-        });
+        };
+        if r.gate_only {
+            gate_routes.push(route);
+        } else {
+            routes.push(route);
+        }
     }
 
     let mut resolves: HashMap<(String, u16), Vec<IpAddr>> = HashMap::new();
@@ -693,6 +753,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
 
     Ok(Config {
         listen,
+        gate_listen,
         bottle_id,
         ca_cert: c.ca_cert.clone(),
         ca_key: c.ca_key.clone(),
@@ -702,8 +763,10 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
         cred_proxy,
         holds_dir: c.holds_dir.clone(),
         hold_timeout,
+        supervise: c.supervise,
         dlp,
         routes,
+        gate_routes,
         resolves,
         source: c.clone(),
     })
@@ -731,6 +794,13 @@ impl Config {
         self.routes
             .iter()
             .filter(move |r| r.ports.contains(&port) && r.host.matches(host))
+    }
+
+    /// The gate listener's tunnel for host and port, if any. `host` is normalised.
+    pub fn gate_route_for(&self, host: &str, port: u16) -> Option<&Route> {
+        self.gate_routes
+            .iter()
+            .find(|r| r.ports.contains(&port) && r.host.matches(host))
     }
 }
 
@@ -813,11 +883,35 @@ mod tests {
             "[[route]]\nid = \"a b\"\nhost = \"a.b\"\n",
             "[[route]]\nid = \"a\"\nhost = \"a*.b.c\"\n",
             "[dlp]\nmax_body_bytes = 0\n",
+            "[[route]]\nid = \"g\"\nhost = \"git.example.com\"\nports = [22]\ntunnel = true\ngate_only = true\n",
+            "gate_listen = \"10.0.0.5:3128\"\n[[route]]\nid = \"g\"\nhost = \"git.example.com\"\ngate_only = true\n",
+            "gate_listen = \"10.0.0.5:3128\"\n",
+            "listen = \"10.0.0.5:3128\"\ngate_listen = \"10.0.0.5:3128\"\n",
+            "gate_listen = \"git-gate:3128\"\n",
         ];
         for case in cases {
             let t = format!("{BASE}{case}");
             assert!(parse(&t).is_err(), "accepted: {case}");
         }
+    }
+
+    #[test]
+    fn gate_only_routes_are_kept_apart_from_the_agents() {
+        let c = parse(&format!(
+            "{BASE}listen = \"10.0.0.2:3128\"\ngate_listen = \"10.0.1.2:3128\"\n\
+             [[route]]\nid = \"git-app\"\nhost = \"git.example.com\"\nports = [22]\ntunnel = true\ngate_only = true\n\
+             [[route]]\nid = \"api\"\nhost = \"api.example.com\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.gate_listen, Some("10.0.1.2:3128".parse().unwrap()));
+        assert!(c.route_for("git.example.com", 22).is_none());
+        assert_eq!(c.routes_for("git.example.com", 22).count(), 0);
+        assert_eq!(
+            c.gate_route_for("git.example.com", 22)
+                .map(|r| r.id.as_str()),
+            Some("git-app")
+        );
+        assert!(c.gate_route_for("api.example.com", 443).is_none());
     }
 
     #[test]

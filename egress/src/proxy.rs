@@ -161,10 +161,20 @@ impl Shared {
     }
 }
 
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// `listen`: the agent's proxy, with every route but the gate's.
+    Agent,
+    /// `gate_listen`: git-gate's tunnels to its upstreams, and nothing else.
+    Gate,
+}
+
 /// A bound, not yet running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
+    gate_listener: Option<TcpListener>,
 }
 
 /// Reload and inspection handle, usable while the proxy runs.
@@ -187,9 +197,14 @@ impl ProxyHandle {
     }
 
     pub fn reload(&self, config: Config) -> Result<(), Error> {
-        let old_listen = self.shared.current().config.listen;
+        let old = self.shared.current();
+        let (old_listen, old_gate) = (old.config.listen, old.config.gate_listen);
+        drop(old);
         if config.listen != old_listen {
             tracing::warn!(old = %old_listen, new = %config.listen, "listen cannot change on reload; keeping the old address");
+        }
+        if config.gate_listen != old_gate {
+            tracing::warn!(old = ?old_gate, new = ?config.gate_listen, "gate_listen cannot change on reload; keeping the old listener");
         }
         let state = State::build(config, self.shared.resolver.clone())?;
         let routes = state.config.routes.len();
@@ -211,6 +226,14 @@ impl Proxy {
             addr: listen,
             source: e,
         })?;
+        let gate_listener = match state.config.gate_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Listen { addr, source: e })?,
+            ),
+            None => None,
+        };
         Ok(Proxy {
             shared: Arc::new(Shared {
                 state: RwLock::new(Arc::new(state)),
@@ -219,11 +242,19 @@ impl Proxy {
                 shutdown: CancellationToken::new(),
             }),
             listener,
+            gate_listener,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Address of the gate's listener, when the config has one.
+    pub fn gate_addr(&self) -> Option<SocketAddr> {
+        self.gate_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
     }
 
     pub fn handle(&self) -> ProxyHandle {
@@ -236,24 +267,27 @@ impl Proxy {
     /// finish and waits for them a bounded time.
     pub async fn run(self, shutdown: CancellationToken) {
         let shared = self.shared.clone();
-        tracing::info!(listen = %self.local_addr(), "egress listening");
+        tracing::info!(listen = %self.local_addr(), gate_listen = ?self.gate_addr(), "egress listening");
         loop {
-            tokio::select! {
+            let (acc, side) = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                acc = self.listener.accept() => match acc {
-                    Ok((stream, _peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let sh = shared.clone();
-                        shared.tasks.spawn(serve_client(sh, stream));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                acc = self.listener.accept() => (acc, Side::Agent),
+                acc = accept_opt(self.gate_listener.as_ref()) => (acc, Side::Gate),
+            };
+            match acc {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let sh = shared.clone();
+                    shared.tasks.spawn(serve_client(sh, stream, side));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
         drop(self.listener);
+        drop(self.gate_listener);
         shared.shutdown.cancel();
         shared.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
@@ -265,11 +299,24 @@ impl Proxy {
     }
 }
 
-async fn serve_client(shared: Arc<Shared>, stream: TcpStream) {
+/// Accepts on the gate's listener; never ready when there is none.
+async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve_client(shared: Arc<Shared>, stream: TcpStream, side: Side) {
     let sh = shared.clone();
     let svc = service_fn(move |req| {
         let sh = sh.clone();
-        async move { Ok::<_, Infallible>(outer(sh, req).await) }
+        async move {
+            Ok::<_, Infallible>(match side {
+                Side::Agent => outer(sh, req).await,
+                Side::Gate => gate(sh, req).await,
+            })
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -312,20 +359,27 @@ fn header_safe(s: &str) -> String {
         .collect()
 }
 
-fn refusal_text(kind: Kind, detail: &str) -> String {
+/// What the agent reads. It names the supervise tool only in a bottle that
+/// has one: a refusal never sends the agent looking for a tool that is not there.
+fn refusal_text(st: &State, kind: Kind, detail: &str) -> String {
+    let ask = if st.config.supervise {
+        "If you need this access, ask the operator with the supervise tool \
+         `request_egress_route` (host, ports, methods, paths, reason)."
+    } else {
+        "If you need this access, tell the operator: only they can add a route to this \
+         bottle's manifest."
+    };
     format!(
-        "bot-bottle egress refused this request ({}: {}).\n\
-         If you need this access, ask the operator with the supervise tool `request_egress_route` \
-         (host, ports, methods, paths, reason).\n",
+        "bot-bottle egress refused this request ({}: {}).\n{ask}\n",
         kind.as_str(),
         detail
     )
 }
 
 /// `403` with `X-Bottle-Block: <kind>: <detail>`.
-pub fn refusal(kind: Kind, detail: &str) -> Response<Body> {
+fn refusal(st: &State, kind: Kind, detail: &str) -> Response<Body> {
     let detail = header_safe(detail);
-    let mut r = Response::new(full(refusal_text(kind, &detail)));
+    let mut r = Response::new(full(refusal_text(st, kind, &detail)));
     *r.status_mut() = StatusCode::FORBIDDEN;
     if let Ok(v) = HeaderValue::from_str(&format!("{}: {}", kind.as_str(), detail)) {
         r.headers_mut().insert("x-bottle-block", v);
@@ -456,7 +510,7 @@ fn authority_for(host: &str, port: u16, default_port: u16) -> String {
 
 async fn outer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if req.method() == Method::CONNECT {
-        return connect(shared, req).await;
+        return connect(shared, req, Side::Agent).await;
     }
     if req.uri().scheme_str() == Some("http") && req.uri().authority().is_some() {
         let ctx = Arc::new(Ctx { tls: None });
@@ -484,10 +538,34 @@ async fn outer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         req.uri().path(),
     );
     log_refusal(&st, rec, &r, start);
-    refusal(r.kind, &r.detail)
+    refusal(&st, r.kind, &r.detail)
 }
 
-async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
+/// The gate's listener: CONNECT to a `gate_only` tunnel, nothing else.
+async fn gate(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        return connect(shared, req, Side::Gate).await;
+    }
+    let st = shared.current();
+    let start = Instant::now();
+    let r = refused(
+        Kind::Protocol,
+        "this listener serves only git-gate's CONNECT tunnels to its upstreams",
+    );
+    let host = req.uri().host().unwrap_or("").to_string();
+    let rec = record(
+        &st,
+        req.method().as_str(),
+        "http",
+        &host,
+        0,
+        req.uri().path(),
+    );
+    log_refusal(&st, rec, &r, start);
+    refusal(&st, r.kind, &r.detail)
+}
+
+async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>, side: Side) -> Response<Body> {
     let start = Instant::now();
     let st = shared.current();
     let auth = req
@@ -502,10 +580,14 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
             let r = refused(Kind::Protocol, "CONNECT needs host:port");
             let rec = record(&st, "CONNECT", "tunnel", &auth, 0, "");
             log_refusal(&st, rec, &r, start);
-            return refusal(r.kind, &r.detail);
+            return refusal(&st, r.kind, &r.detail);
         }
     };
-    let routes: Vec<&Route> = st.config.routes_for(&host, port).collect();
+    // The agent's side never sees a gate route, the gate's side nothing else.
+    let routes: Vec<&Route> = match side {
+        Side::Agent => st.config.routes_for(&host, port).collect(),
+        Side::Gate => st.config.gate_route_for(&host, port).into_iter().collect(),
+    };
     // Logged and echoed in the agent's spelling, so a secret in it is still recognised.
     let raw_host = auth.rsplit_once(':').map(|(h, _)| h).unwrap_or(&auth);
     let mut rec = record(&st, "CONNECT", "https", raw_host, port, "");
@@ -518,7 +600,7 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
             ),
         );
         log_refusal(&st, rec, &r, start);
-        return refusal(r.kind, &r.detail);
+        return refusal(&st, r.kind, &r.detail);
     }
     if let Some(tunnel) = routes.iter().find(|r| r.is_tunnel()) {
         rec.scheme = "tunnel";
@@ -528,7 +610,7 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
             Err(DialError::Ssrf { ip, reason, .. }) => {
                 let r = refused(Kind::Ssrf, format!("{host} resolves to {ip}: {reason}"));
                 log_refusal(&st, rec, &r, start);
-                return refusal(r.kind, &r.detail);
+                return refusal(&st, r.kind, &r.detail);
             }
             Err(e) => {
                 rec.decision = "error";
@@ -555,6 +637,12 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bo
             audit.write(&rec);
         });
         return Response::new(empty());
+    }
+    if side == Side::Gate {
+        // Validation keeps gate routes tunnels; never intercept for git-gate.
+        let r = refused(Kind::Route, "the gate's routes are tunnels only");
+        log_refusal(&st, rec, &r, start);
+        return refusal(&st, r.kind, &r.detail);
     }
     // Intercept: TLS from the client, terminated here with a leaf for the CONNECT host.
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -597,7 +685,7 @@ async fn intercept(
         let mut rec = record(&st, "CONNECT", "https", &host, port, "");
         rec.route = st.config.route_for(&host, port).map(|r| r.id.clone());
         log_refusal(&st, rec, &r, start);
-        let body = refusal_text(r.kind, &r.detail);
+        let body = refusal_text(&st, r.kind, &r.detail);
         let resp = format!(
             "HTTP/1.1 403 Forbidden\r\nX-Bottle-Block: {}: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
             r.kind.as_str(),
@@ -706,7 +794,7 @@ async fn request(shared: Arc<Shared>, ctx: Arc<Ctx>, req: Request<Incoming>) -> 
         Ok(resp) => resp,
         Err(r) => {
             log_refusal(&st, rec, &r, start);
-            refusal(r.kind, &r.detail)
+            refusal(&st, r.kind, &r.detail)
         }
     }
 }

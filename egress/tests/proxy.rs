@@ -59,7 +59,9 @@ async fn allows_and_denies_by_host_port_method_path() {
     let r = https(&env, p.addr, "api.example.test", port, del).await;
     assert_eq!(r.status, 403);
     assert!(r.block().starts_with("route: "), "{}", r.block());
-    assert!(r.text().contains("request_egress_route"));
+    // No supervise sidecar in this bottle: the text names no tool.
+    assert!(!r.text().contains("request_egress_route"), "{}", r.text());
+    assert!(r.text().contains("tell the operator"), "{}", r.text());
 
     let r = https(
         &env,
@@ -487,6 +489,68 @@ async fn tunnel_route_is_raw_and_port_restricted() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// In a bottle with supervise-mcp the refusal tells the agent which tool to ask with.
+#[tokio::test]
+async fn refusal_names_the_supervise_tool_only_when_there_is_one() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&format!("{}supervise = true\n", env.head())).await;
+    let (status, head, _) = connect(p.addr, "nowhere.example.test:443").await;
+    assert_eq!(status, 403);
+    assert!(head.contains("request_egress_route"), "{head}");
+}
+
+/// git-gate's tunnels to its upstreams' ssh ports live on a listener of their
+/// own: the agent's listener has never heard of them.
+#[tokio::test]
+async fn gate_tunnels_are_served_only_on_the_gate_listener() {
+    let env = TestEnv::new().await;
+    let cfg = format!(
+        "{}gate_listen = \"127.0.0.2:0\"\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n{}\
+         [[route]]\nid = \"git-app\"\nhost = \"api.example.test\"\nports = [{}]\ntunnel = true\ngate_only = true\n\
+         [[route]]\nid = \"web\"\nhost = \"web.example.test\"\nports = [{}]\n",
+        env.head(),
+        env.resolves(&["api.example.test", "web.example.test"]),
+        env.plain_port,
+        env.plain_port,
+    );
+    let p = start_proxy(&cfg).await;
+    let gate = p.gate_addr.expect("gate listener bound");
+    let target = format!("api.example.test:{}", env.plain_port);
+
+    // The agent's listener: no such route, and no DNS lookup for it either.
+    let (status, head, _) = connect(p.addr, &target).await;
+    assert_eq!(status, 403, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-bottle-block: route: no route for api.example.test"),
+        "{head}"
+    );
+    let absolute = |host: &str| {
+        Request::builder()
+            .uri(format!("http://{host}:{}/", env.plain_port))
+            .body(body(Bytes::new()))
+            .unwrap()
+    };
+    let r = plain(p.addr, absolute("api.example.test")).await;
+    assert_eq!(r.status, 403, "nor as plain HTTP");
+
+    // The gate's listener: the tunnel carries raw bytes.
+    let (status, _, s) = connect(gate, &target).await;
+    assert_eq!(status, 200);
+    let r = h1(s, get("api.example.test", env.plain_port, "/via-gate")).await;
+    assert_eq!(r.text(), "ok GET /via-gate");
+
+    // ... and nothing else: not the agent's routes, not plain requests.
+    let (status, _, _) = connect(gate, &format!("web.example.test:{}", env.plain_port)).await;
+    assert_eq!(
+        status, 403,
+        "the agent's routes are not on the gate listener"
+    );
+    let r = plain(gate, absolute("web.example.test")).await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().starts_with("protocol:"), "{}", r.block());
 }
 
 #[tokio::test]

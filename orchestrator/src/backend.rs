@@ -45,6 +45,9 @@ pub enum Domain {
     Broker,
     /// egress and cred-proxy: the way out.
     Egress,
+    /// egress and git-gate: where egress serves the git remotes' tunnels. No
+    /// way out; the agent is never a member.
+    Gate,
     /// A domain the operator owns (`egress.attach_networks`), joined by egress
     /// and cred-proxy.
     Attached(String),
@@ -56,6 +59,7 @@ impl Domain {
             Domain::Internal => "internal",
             Domain::Broker => "broker",
             Domain::Egress => "egress",
+            Domain::Gate => "gate",
             Domain::Attached(name) => name,
         }
     }

@@ -262,7 +262,7 @@ pub fn human(plan: &Plan, color: bool) -> String {
 
     let mut hosts: Vec<String> = Vec::new();
     for r in &plan.routes {
-        let h = if r.tunnel && r.origin.starts_with("git-remote:") {
+        let h = if r.gate_only {
             format!("{} (git-gate only)", r.host)
         } else {
             r.host.clone()
@@ -309,7 +309,9 @@ pub fn human(plan: &Plan, color: bool) -> String {
         if let Some(au) = &r.auth {
             let _ = write!(line, "  auth {} from ${}", au.scheme, au.token_ref);
         }
-        if r.tunnel {
+        if r.gate_only {
+            let _ = write!(line, "  git-gate only (the agent cannot open it)");
+        } else if r.tunnel {
             let _ = write!(line, "  {}", yellow("tunnel: no DLP, not intercepted"));
         } else if r.dlp.outbound_detectors.is_empty() {
             let _ = write!(line, "  {}", yellow("no DLP"));

@@ -67,6 +67,16 @@ pub enum Error {
     MissingToken { var: String, role: Role },
     #[error("interrupted: everything created so far was removed")]
     Cancelled,
+    #[error(
+        "bottle `{id}` was created by an earlier bot-bottle and is not brought back: {reason}.\n\
+         Its workspace is kept in the Docker volume {volume}: copy what you need out of it, \
+         start a new bottle, then `orchestrator cleanup` removes the old one"
+    )]
+    Outdated {
+        id: String,
+        reason: String,
+        volume: String,
+    },
     #[error(transparent)]
     Plan(#[from] crate::error::Error),
 }
@@ -226,6 +236,7 @@ fn domain_of(n: NetworkRole) -> Domain {
         NetworkRole::Internal => Domain::Internal,
         NetworkRole::Broker => Domain::Broker,
         NetworkRole::Egress => Domain::Egress,
+        NetworkRole::Gate => Domain::Gate,
     }
 }
 
@@ -1387,6 +1398,26 @@ pub async fn resume_with(
     Ok(i32::try_from(code).unwrap_or(1))
 }
 
+/// Refuses the layout of a bottle whose saved configuration an earlier release
+/// wrote with a hole this one closes: bringing it back as saved would reopen it.
+pub fn check_current(layout: &BottleLayout) -> Result<(), Error> {
+    // Before the gate network, egress served the git remotes' ssh tunnels on
+    // the agent's own listener (raw TCP to the forge, around the push scan).
+    let gate_without_network = layout
+        .service(Role::GitGate)
+        .is_some_and(|g| !g.domains.contains(&Domain::Gate));
+    if gate_without_network {
+        return Err(Error::Outdated {
+            id: layout.id.clone(),
+            reason: "its egress serves the git remotes' ssh tunnels to the agent (fixed since \
+                     git-gate has a network of its own)"
+                .into(),
+            volume: crate::docker::volume_name(&layout.id, Role::Agent, "workspace"),
+        });
+    }
+    Ok(())
+}
+
 /// Brings a stopped bottle up again from its state.
 pub async fn bring_back(
     bottle: &Bottle,
@@ -1394,10 +1425,11 @@ pub async fn bring_back(
     progress: &dyn Progress,
 ) -> Result<(), Error> {
     let id = &bottle.id;
+    let mut layout = bottle.state.layout()?;
+    check_current(&layout)?;
     // Whatever is left of a crashed run goes first; the workspace stays.
     sweep(&bottle.backend, id, true).await?;
     let secrets = Secrets::load(&bottle.state)?;
-    let mut layout = bottle.state.layout()?;
     let meta = bottle.state.metadata()?;
     if let (Some(img), Some(agent)) = (&meta.committed_image, layout.service_mut(Role::Agent)) {
         agent.image = img.clone();
@@ -1451,6 +1483,7 @@ pub async fn restart(
     let bottle = Bottle::open(home, id).await?;
     bottle.require_running().await?;
     let mut layout = bottle.state.layout()?;
+    check_current(&layout)?;
     let running: Running =
         serde_json::from_slice(&bottle.state.read("running.json")?).map_err(|e| {
             Error::Corrupt {
@@ -1840,6 +1873,46 @@ mod tests {
         }];
         let r = render_addresses(&t, &domains);
         assert!(r.contains("cred_proxy = \"10.213.7.35:9099\""), "{r}");
+    }
+
+    #[test]
+    fn a_bottle_saved_before_the_gate_network_is_not_brought_back() {
+        let service = |role: Role, domains: Vec<Domain>| ServiceSpec {
+            role,
+            image: "img".into(),
+            cmd: None,
+            env: BTreeMap::new(),
+            domains,
+            files: Vec::new(),
+            init: false,
+            read_only: true,
+            tmpfs: Vec::new(),
+            workspace: false,
+            memory_bytes: 1 << 20,
+            pids_limit: 16,
+            readiness: Readiness::Running,
+            sandboxed: false,
+        };
+        let mut layout = BottleLayout {
+            id: "old-123456".into(),
+            preferred_ranges: BTreeMap::new(),
+            services: vec![
+                service(Role::Egress, vec![Domain::Internal, Domain::Egress]),
+                service(Role::GitGate, vec![Domain::Internal]),
+            ],
+            connections: Vec::new(),
+        };
+        let e = check_current(&layout).unwrap_err().to_string();
+        assert!(
+            e.contains("old-123456")
+                && e.contains("bb-old-123456-agent-workspace")
+                && e.contains("cleanup"),
+            "{e}"
+        );
+        layout.services[1].domains.push(Domain::Gate);
+        assert!(check_current(&layout).is_ok());
+        layout.services.pop();
+        assert!(check_current(&layout).is_ok(), "no git, nothing to fix");
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// The three per-bottle networks.
+/// The per-bottle networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkRole {
@@ -133,13 +133,18 @@ pub enum NetworkRole {
     Broker,
     /// egress + cred-proxy; a bridge with a gateway (the way out).
     Egress,
+    /// egress + git-gate, only in bottles with git remotes; internal, isolated
+    /// gateway. Egress serves the remotes' ssh tunnels on its address here
+    /// alone, so the agent (not on this network) can never open them.
+    Gate,
 }
 
 impl NetworkRole {
-    pub const ALL: [NetworkRole; 3] = [
+    pub const ALL: [NetworkRole; 4] = [
         NetworkRole::Internal,
         NetworkRole::Broker,
         NetworkRole::Egress,
+        NetworkRole::Gate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -147,6 +152,7 @@ impl NetworkRole {
             NetworkRole::Internal => "internal",
             NetworkRole::Broker => "broker",
             NetworkRole::Egress => "egress",
+            NetworkRole::Gate => "gate",
         }
     }
 }
@@ -315,6 +321,9 @@ pub struct RoutePlan {
     /// Non-secret value the agent holds for an `auth` route.
     pub placeholder: Option<String>,
     pub tunnel: bool,
+    /// Served on egress's gate listener only: git-gate's tunnel to a remote's
+    /// ssh port, which the agent can never open.
+    pub gate_only: bool,
     /// WebSocket / h2 extended CONNECT allowed.
     pub upgrade: bool,
     /// This match was marked `allow_writes: true` (a forge write path).
@@ -488,19 +497,19 @@ pub fn new_id(agent: &str) -> String {
     format!("{slug}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-/// The three /28 subnets of a bottle: consecutive blocks of the pool, the
-/// position chosen by the id's hash.
-pub fn subnets_for(id: &str) -> [Ipv4Net; 3] {
+/// The four /28 subnets a bottle may use (internal, broker, egress, gate):
+/// consecutive blocks of the pool, the position chosen by the id's hash.
+pub fn subnets_for(id: &str) -> [Ipv4Net; 4] {
     use sha2::{Digest, Sha256};
     let pool: Ipv4Net = SUBNET_POOL.parse().expect("constant pool");
     let blocks = 1u32 << (28 - pool.prefix_len()); // 4096 /28s
-    let triples = blocks / 3;
+    let quads = blocks / 4;
     let h = Sha256::digest(id.as_bytes());
-    let k = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % triples;
+    let k = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % quads;
     let base = u32::from(pool.network());
     let net =
-        |i: u32| Ipv4Net::new(Ipv4Addr::from(base + (3 * k + i) * 16), 28).expect("valid /28");
-    [net(0), net(1), net(2)]
+        |i: u32| Ipv4Net::new(Ipv4Addr::from(base + (4 * k + i) * 16), 28).expect("valid /28");
+    [net(0), net(1), net(2), net(3)]
 }
 
 fn host_in(net: &Ipv4Net, octet: u8) -> Ipv4Addr {
@@ -547,14 +556,17 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
 
     let overrides = parse_sidecar_images(&opts.sidecar_images)?;
 
-    // Networks.
-    let [internal, broker, egress_net] = subnets_for(&id);
+    // Networks (the gate network only where git-gate runs).
+    let [internal, broker, egress_net, gate_net] = subnets_for(&id);
+    let has_remotes = !bottle.remotes.is_empty();
     let networks: Vec<NetworkPlan> = [
         (NetworkRole::Internal, internal, true),
         (NetworkRole::Broker, broker, true),
         (NetworkRole::Egress, egress_net, false),
+        (NetworkRole::Gate, gate_net, true),
     ]
     .into_iter()
+    .filter(|(role, _, _)| *role != NetworkRole::Gate || has_remotes)
     .map(|(role, subnet, internal)| NetworkPlan {
         role,
         name: format!("bb-{id}-{}", role.as_str()),
@@ -568,6 +580,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
             NetworkRole::Internal => &internal,
             NetworkRole::Broker => &broker,
             NetworkRole::Egress => &egress_net,
+            NetworkRole::Gate => &gate_net,
         };
         host_in(n, role.host_octet())
     };
@@ -641,6 +654,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                 auth: auth.clone(),
                 placeholder,
                 tunnel: r.tunnel,
+                gate_only: false,
                 upgrade: r.upgrade,
                 allow_writes,
                 dlp: dlp.clone(),
@@ -674,34 +688,31 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
         }
     }
 
-    // Git remotes (git-gate reaches each upstream through a tunnel route).
+    // Git remotes: git-gate reaches each upstream through a tunnel route that
+    // egress serves on the gate network only (never on the agent's listener).
     let mut remotes = Vec::new();
     for rm in &bottle.remotes {
         let tunnel_id = format!("git-{}", rm.name);
         let host = rm.upstream.host.clone();
         let port = rm.upstream.port;
-        if !routes
-            .iter()
-            .any(|r| r.tunnel && r.host == host && r.ports.contains(&port))
-        {
-            routes.push(RoutePlan {
-                id: tunnel_id.clone(),
-                host: host.clone(),
-                ports: vec![port],
-                methods: vec![],
-                paths: vec![],
-                auth: None,
-                placeholder: None,
-                tunnel: true,
-                upgrade: false,
-                allow_writes: false,
-                dlp: DlpPlan {
-                    outbound_detectors: vec![],
-                    outbound_on_match: "block".into(),
-                },
-                origin: format!("git-remote:{}", rm.name),
-            });
-        }
+        routes.push(RoutePlan {
+            id: tunnel_id.clone(),
+            host: host.clone(),
+            ports: vec![port],
+            methods: vec![],
+            paths: vec![],
+            auth: None,
+            placeholder: None,
+            tunnel: true,
+            gate_only: true,
+            upgrade: false,
+            allow_writes: false,
+            dlp: DlpPlan {
+                outbound_detectors: vec![],
+                outbound_on_match: "block".into(),
+            },
+            origin: format!("git-remote:{}", rm.name),
+        });
         let present = rm.identity_file.is_file();
         if !present {
             warnings.push(format!(
@@ -946,13 +957,20 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
     }
     let mut sidecars = Vec::new();
     for role in roles {
-        let nets: &[NetworkRole] = match role {
-            Role::Egress => &[
+        let nets: &[NetworkRole] = match (role, has_git) {
+            (Role::Egress, false) => &[
                 NetworkRole::Internal,
                 NetworkRole::Broker,
                 NetworkRole::Egress,
             ],
-            Role::CredProxy => &[NetworkRole::Broker, NetworkRole::Egress],
+            (Role::Egress, true) => &[
+                NetworkRole::Internal,
+                NetworkRole::Broker,
+                NetworkRole::Egress,
+                NetworkRole::Gate,
+            ],
+            (Role::CredProxy, _) => &[NetworkRole::Broker, NetworkRole::Egress],
+            (Role::GitGate, _) => &[NetworkRole::Internal, NetworkRole::Gate],
             _ => &[NetworkRole::Internal],
         };
         let bin = role.binary().expect("sidecar role");

@@ -83,6 +83,8 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
     let listen = addr(plan, Role::Egress, NetworkRole::Internal)
         .map(|a| format!("{a}:3128"))
         .unwrap_or_else(|| "0.0.0.0:3128".into());
+    // git-gate's tunnels are served on egress's gate address alone.
+    let gate_listen = addr(plan, Role::Egress, NetworkRole::Gate).map(|a| format!("{a}:3128"));
     let cred_proxy = addr(plan, Role::CredProxy, NetworkRole::Broker).map(|a| format!("{a}:9099"));
     let mut needs_holds = false;
     let routes = plan
@@ -136,6 +138,7 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
                 }),
                 placeholder: r.placeholder.clone(),
                 tunnel: r.tunnel,
+                gate_only: r.gate_only,
                 upgrade: r.upgrade,
                 dlp,
             }
@@ -143,6 +146,7 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
         .collect();
     let c = EgressConfig {
         listen,
+        gate_listen,
         bottle_id: Some(plan.id.clone()),
         ca_cert: cfg("ca.pem"),
         ca_key: cfg("ca.key"),
@@ -152,6 +156,7 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
         cred_proxy,
         holds_dir: needs_holds.then(|| PathBuf::from(HOLDS_DIR)),
         hold_timeout_secs: None,
+        supervise: plan.supervise,
         dlp: DlpConfig {
             known_secrets_file: Some(cfg("known-secrets")),
             canary: Some(
@@ -231,9 +236,10 @@ fn render_git_gate(plan: &Plan) -> Result<String, Error> {
     let listen = addr(plan, Role::GitGate, NetworkRole::Internal)
         .map(|a| format!("{a}:9418"))
         .unwrap_or_else(|| "0.0.0.0:9418".into());
-    let proxy = addr(plan, Role::Egress, NetworkRole::Internal)
+    // Egress's gate listener: the only place the remotes' tunnels exist.
+    let proxy = addr(plan, Role::Egress, NetworkRole::Gate)
         .map(|a| format!("{a}:3128"))
-        .unwrap_or_else(|| "egress:3128".into());
+        .ok_or_else(|| invalid(Role::GitGate, "egress has no address on the gate network"))?;
     let f = File {
         listen,
         state_dir: GIT_GATE_STATE_DIR,

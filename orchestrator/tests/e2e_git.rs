@@ -1,8 +1,11 @@
 //! git through the gate, end to end through the `orchestrator` binary: the
 //! agent clones and pushes with its upstream URL (rewritten to git-gate), the
 //! gate pushes upstream over egress's tunnel route with its own key; a push
-//! outside `PushRefs` and a push of the bottle's canary are refused.
-//! The upstream is an sshd container of the test on a network of its own.
+//! outside `PushRefs` and a push of the bottle's canary are refused; and the
+//! agent itself cannot open that tunnel (or any other way to the forge's ssh
+//! port) on any address or port of egress, nor tunnel inside an intercepted
+//! TLS session. The upstream is an sshd container of the test on a network of
+//! its own.
 
 mod e2e_support;
 
@@ -44,6 +47,40 @@ impl Drop for Upstream {
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
+
+/// Run inside the agent: `CONNECT <target>` to every `addr:port` given, and
+/// the same CONNECT sent inside an intercepted TLS session of an allowed
+/// route. Prints one `RESULT <what> <status line or error>` line each.
+const PROBE: &str = r#"
+import socket, ssl, sys
+target = sys.argv[1]
+def connect(sock, authority):
+    sock.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (authority, authority)).encode())
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head.split(b"\r\n")[0].decode(errors="replace") or "closed"
+for spec in sys.argv[3:]:
+    addr, port = spec.rsplit(":", 1)
+    try:
+        s = socket.create_connection((addr, int(port)), timeout=3)
+        s.settimeout(5)
+        print("RESULT", spec, connect(s, target), flush=True)
+    except OSError as e:
+        print("RESULT", spec, "unreachable:", e, flush=True)
+# Inside TLS intercepted for an allowed route: CONNECT to the forge, and to the route's own host.
+for inner in [target, sys.argv[2]]:
+    s = socket.create_connection(("egress", 3128), timeout=5)
+    first = connect(s, sys.argv[2])
+    if " 200" not in first:
+        print("RESULT tls-setup", first, flush=True)
+        continue
+    t = ssl.create_default_context().wrap_socket(s, server_hostname=sys.argv[2].split(":")[0])
+    print("RESULT inner-" + inner, connect(t, inner), flush=True)
+"#;
 
 #[test]
 fn agent_pushes_through_the_gate_only_what_policy_allows() {
@@ -144,10 +181,12 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
     std::fs::create_dir_all(root.join("agents")).unwrap();
     std::fs::create_dir_all(root.join("bottles")).unwrap();
     std::fs::write(root.join("agents/g.md"), "---\nbottle: g\n---\ngit agent\n").unwrap();
+    // `web.example.test` is an allowed, intercepted route (nothing needs to
+    // listen there: egress refuses a tunnel inside TLS before dialing).
     std::fs::write(
         root.join("bottles/g.md"),
         format!(
-            "---\ngit:\n  user: {{ name: Bot, email: bot@example.test }}\n  remotes:\n    - Name: app\n      Upstream: ssh://git@git.example.test/srv/git/app.git\n      IdentityFile: {key}\n      KnownHostKey: \"{host_key}\"\n      PushRefs: [\"refs/heads/agent/*\"]\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n---\n",
+            "---\ngit:\n  user: {{ name: Bot, email: bot@example.test }}\n  remotes:\n    - Name: app\n      Upstream: ssh://git@git.example.test/srv/git/app.git\n      IdentityFile: {key}\n      KnownHostKey: \"{host_key}\"\n      PushRefs: [\"refs/heads/agent/*\"]\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  routes:\n    - host: web.example.test\n---\n",
             key = key.display(),
             net = up.net,
         ),
@@ -162,10 +201,96 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         (git push -q origin agent/leak >/dev/null 2>&1 && echo PUSH_CANARY=yes || echo PUSH_CANARY=no)";
     let o = th
         .cmd()
-        .args(["start", "g", "-y", "--", "bash", "-c", script])
+        .args(["start", "g", "-y", "--detach"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    assert!(o.status.success(), "start --detach: {}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_string();
+    let exec = |args: &[&str]| {
+        th.cmd()
+            .args(["exec", &id, "--"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // The agent's raw ways to the forge's sshd: every address egress has, on
+    // its proxy port and the others, the upstream's own address, and a tunnel
+    // inside an intercepted session. None may open.
+    let mut targets: Vec<String> = Vec::new();
+    let egress_ips = inspect(
+        &id,
+        "egress",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+    );
+    let egress_ips: Vec<&str> = egress_ips.split_whitespace().collect();
+    assert!(
+        egress_ips.len() >= 5,
+        "egress is on internal, broker, egress, gate and the test's network: {egress_ips:?}"
+    );
+    for ip in &egress_ips {
+        for port in [3128, 22, 80, 443, 8080, 9099, 9418] {
+            targets.push(format!("{ip}:{port}"));
+        }
+    }
+    let upstream_ip = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &up.container,
+        ])
+        .output()
+        .unwrap();
+    targets.push(format!("{}:22", text(&upstream_ip.stdout).trim()));
+    let mut probe = vec![
+        "python3",
+        "-c",
+        PROBE,
+        "git.example.test:22",
+        "web.example.test:443",
+    ];
+    probe.extend(targets.iter().map(String::as_str));
+    let o = exec(&probe);
+    let results = text(&o.stdout);
+    let lines: Vec<&str> = results
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        targets.len() + 2,
+        "every probe reported:\n{results}\n{}",
+        text(&o.stderr)
+    );
+    for l in &lines {
+        assert!(
+            !l.contains(" 200"),
+            "the agent opened a tunnel: {l}\n{results}"
+        );
+    }
+    // Egress's own listener answers, and refuses: the route is not the agent's.
+    let internal = inspect(
+        &id,
+        "egress",
+        &format!("{{{{(index .NetworkSettings.Networks \"bb-{id}-internal\").IPAddress}}}}"),
+    );
+    let own = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("RESULT {internal}:3128 ")))
+        .unwrap_or_else(|| panic!("no probe of {internal}:3128:\n{results}"));
+    assert!(own.contains(" 403"), "{own}");
+    for inner in ["git.example.test:22", "web.example.test:443"] {
+        let l = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("RESULT inner-{inner} ")))
+            .unwrap_or_else(|| panic!("no inner probe for {inner}:\n{results}"));
+        assert!(l.contains(" 403"), "a tunnel inside TLS is refused: {l}");
+    }
+
+    let o = exec(&["bash", "-c", script]);
     let out = text(&o.stdout);
     let err = text(&o.stderr);
     assert!(
@@ -200,5 +325,12 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         !branches.contains("main") && !branches.contains("agent/leak"),
         "refused pushes never reach it: {branches}"
     );
+    let o = th
+        .cmd()
+        .args(["cleanup", "-y"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cleanup: {}", text(&o.stderr));
     assert_eq!(th.leftovers(), Vec::<String>::new());
 }

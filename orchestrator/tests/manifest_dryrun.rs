@@ -137,6 +137,59 @@ fn reviewer_plan_names_tokens_without_values() {
         .map(|s| s["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, vec!["egress", "cred-proxy", "git-gate"]);
+    // git-gate's tunnel to the remote's ssh port exists on egress's gate
+    // listener only, on a network the agent is not on.
+    let nets: Vec<&str> = p["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(nets, vec!["internal", "broker", "egress", "gate"]);
+    let git = p["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "git-app")
+        .unwrap();
+    assert_eq!(git["tunnel"], true);
+    assert_eq!(git["gate_only"], true);
+    let sidecar = |role: &str| {
+        p["sidecars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["role"] == role)
+            .unwrap()
+            .clone()
+    };
+    let (egress, gate) = (sidecar("egress"), sidecar("git-gate"));
+    let gate_addr = egress["addresses"]["gate"].as_str().unwrap();
+    assert_eq!(
+        gate["addresses"]["gate"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('.')
+            .unwrap()
+            .0,
+        gate_addr.rsplit_once('.').unwrap().0,
+        "egress and git-gate share the gate network"
+    );
+    assert!(p["agent_container"]["network"]
+        .as_str()
+        .unwrap()
+        .ends_with("-internal"));
+    let ecfg = egress["config"].as_str().unwrap();
+    assert!(
+        ecfg.contains(&format!("gate_listen = \"{gate_addr}:3128\""))
+            && ecfg.contains("gate_only = true"),
+        "{ecfg}"
+    );
+    let gcfg = gate["config"].as_str().unwrap();
+    assert!(
+        gcfg.contains(&format!("upstream_proxy = \"{gate_addr}:3128\"")),
+        "git-gate dials egress's gate listener: {gcfg}"
+    );
     let anth = p["routes"]
         .as_array()
         .unwrap()
@@ -181,7 +234,8 @@ fn human_preflight_lists_hosts_routes_and_tokens() {
         "[template claude]",
         "$GH_TOKEN",
         "NOT SET",
-        "tunnel: no DLP",
+        "github.com:22  CONNECT  git-gate only (the agent cannot open it)",
+        "github.com (git-gate only)",
         "WRITE",
         "git://git-gate/app.git",
         "runtime:",

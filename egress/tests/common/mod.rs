@@ -352,6 +352,8 @@ impl Resolve for Counter {
 
 pub struct RunningProxy {
     pub addr: SocketAddr,
+    /// The gate's listener (`gate_listen`), when configured.
+    pub gate_addr: Option<SocketAddr>,
     pub handle: ProxyHandle,
     pub resolver: Arc<CountingResolver>,
     pub shutdown: CancellationToken,
@@ -379,12 +381,14 @@ pub async fn start_proxy(text: &str) -> RunningProxy {
         .await
         .unwrap();
     let addr = proxy.local_addr();
+    let gate_addr = proxy.gate_addr();
     let handle = proxy.handle();
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
     let task = tokio::spawn(async move { proxy.run(sd).await });
     RunningProxy {
         addr,
+        gate_addr,
         handle,
         resolver,
         shutdown,

@@ -89,7 +89,7 @@ pub const DNS_NOWHERE: &str = "192.0.2.1";
 fn no_way_out(spec: &ServiceSpec) -> bool {
     spec.domains
         .iter()
-        .all(|d| matches!(d, Domain::Internal | Domain::Broker))
+        .all(|d| matches!(d, Domain::Internal | Domain::Broker | Domain::Gate))
 }
 
 fn engine_err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Error {

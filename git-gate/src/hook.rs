@@ -301,7 +301,7 @@ pub fn check_ref_names(
             }
             lines.push(format!(
                 "secret in ref name {}: rule {} ({}), value {} [fingerprint {}]",
-                redact_span(&u.name, &f),
+                scanner::redact_span(&u.name, &f),
                 f.rule_id,
                 f.description,
                 f.redacted,
@@ -310,24 +310,6 @@ pub fn check_ref_names(
         }
     }
     lines
-}
-
-/// `text` with the bytes of finding `f` replaced by its redacted form.
-fn redact_span(text: &str, f: &scanner::Finding) -> String {
-    let bytes = text.as_bytes();
-    if f.end <= f.start || f.end > bytes.len() {
-        return text.to_string();
-    }
-    format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&bytes[..f.start]),
-        if f.redacted.is_empty() {
-            "…"
-        } else {
-            &f.redacted
-        },
-        String::from_utf8_lossy(&bytes[f.end..])
-    )
 }
 
 /// Scan every new commit; findings whose fingerprint the operator accepted

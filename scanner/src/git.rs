@@ -149,23 +149,15 @@ impl GitFinding {
     /// matched bytes are replaced by the finding's redacted form.
     pub fn shown_path(&self) -> Option<String> {
         let path = self.path.as_deref()?;
-        let f = &self.finding;
         let is_name = matches!(
             self.place,
             Place::FileName | Place::DirectoryName | Place::GitlinkPath
         );
-        if !is_name || f.end <= f.start || f.end > path.len() {
-            return Some(path.to_string());
-        }
-        let bytes = path.as_bytes();
-        let mut out = String::from_utf8_lossy(&bytes[..f.start]).into_owned();
-        out.push_str(if f.redacted.is_empty() {
-            "…"
+        Some(if is_name {
+            crate::redact_span(path, &self.finding)
         } else {
-            &f.redacted
-        });
-        out.push_str(&String::from_utf8_lossy(&bytes[f.end..]));
-        Some(out)
+            path.to_string()
+        })
     }
 }
 

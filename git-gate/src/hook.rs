@@ -1,15 +1,25 @@
 //! The two hooks git runs the gate binary as:
 //!
-//! - `pre-receive` (receive-pack, objects still in quarantine): ref policy,
-//!   protected paths and a secret scan of every new commit, then the push
-//!   upstream; the agent's push is acknowledged only if upstream took it.
+//! - `pre-receive` (receive-pack, objects still in quarantine): a secret scan
+//!   of the pushed ref names, ref policy, protected paths and a secret scan of
+//!   every new commit, then the push upstream; the agent's push is
+//!   acknowledged only if upstream took it.
 //! - `access-hook` (git daemon, before each service): refresh the mirror
 //!   from upstream before a fetch is served.
 //!
+//! The commit scan covers every place a pushed object can carry bytes (file
+//! contents and names, commit and tag headers and messages, gitlinks, empty
+//! directories), and a finding line is excused only by the same line at the
+//! same path in a commit that was upstream before the push: the trees of
+//! every ref the mirror had when the hook started (see `scanner::git`). Never
+//! by a parent, object or ref the push itself brings, whose order and content
+//! the agent chooses.
+//!
 //! Never: push anything upstream after a refusal, take an allowed
-//! fingerprint from anywhere but the config, or print a whole secret.
+//! fingerprint from anywhere but the config, or print a whole secret (a ref
+//! name or path that holds one is shown redacted, in logs too).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -276,8 +286,35 @@ pub fn scanner(config: &Config) -> Result<scanner::Scanner, Error> {
     ))
 }
 
+/// Findings in the names of the updated refs: a ref name is bytes the agent
+/// sends upstream like any other. The lines show the name redacted.
+pub fn check_ref_names(
+    remote: &Remote,
+    scanner: &scanner::Scanner,
+    updates: &[RefUpdate],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for u in updates {
+        for f in scanner.scan(u.name.as_bytes()) {
+            if remote.fingerprint_allowed(&[f.fingerprint.as_str()]) {
+                continue;
+            }
+            lines.push(format!(
+                "secret in ref name {}: rule {} ({}), value {} [fingerprint {}]",
+                scanner::redact_span(&u.name, &f),
+                f.rule_id,
+                f.description,
+                f.redacted,
+                f.fingerprint
+            ));
+        }
+    }
+    lines
+}
+
 /// Scan every new commit; findings whose fingerprint the operator accepted
-/// are dropped. Returns the refusal lines.
+/// are dropped. Returns the refusal lines. Only the trees of `existing`
+/// (what upstream had before this push) may excuse a finding line.
 pub fn check_secrets(
     repo: &Path,
     remote: &Remote,
@@ -285,14 +322,27 @@ pub fn check_secrets(
     tips: &[String],
     existing: &[String],
 ) -> Result<Vec<String>, Error> {
+    use scanner::git::Place;
     let range = scanner::git::Range::NewSince {
         tips: tips.to_vec(),
         existing: existing.to_vec(),
     };
-    let findings = scanner::git::scan(repo, &range, scanner).map_err(|e| Error::Scan {
-        repo: repo.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let opts = scanner::git::Options::untrusted(existing.to_vec());
+    let findings = scanner::git::scan_with(repo, &range, scanner, &opts)
+        .map_err(|e| Error::Scan {
+            repo: repo.to_path_buf(),
+            message: e.to_string(),
+        })?
+        .findings;
+    // A path that is itself a finding is shown redacted wherever it appears.
+    let mut shown: HashMap<String, String> = HashMap::new();
+    for f in &findings {
+        if let (Some(p), Some(s)) = (&f.path, f.shown_path()) {
+            if &s != p {
+                shown.insert(p.clone(), s);
+            }
+        }
+    }
     let mut lines = Vec::new();
     for f in findings {
         let gitleaks = f.gitleaks_fingerprint();
@@ -301,12 +351,33 @@ pub fn check_secrets(
                 fingerprint = %f.finding.fingerprint, "accepted finding (allow_fingerprints)");
             continue;
         }
-        let place = match &f.path {
-            Some(p) => format!("file {p} line {}", f.finding.line),
-            None => format!("commit message line {}", f.finding.line),
+        let path = f
+            .path
+            .as_ref()
+            .map(|p| shown.get(p).unwrap_or(p).clone())
+            .unwrap_or_default();
+        let line = f.finding.line;
+        let (object, place) = match f.place {
+            Place::File => ("commit", format!("file {path} line {line}")),
+            Place::FileName => ("commit", format!("file name {path}")),
+            Place::DirectoryName => ("commit", format!("directory name {path}")),
+            Place::GitlinkPath => ("commit", format!("gitlink path {path}")),
+            Place::GitlinkId => ("commit", format!("gitlink id of {path}")),
+            Place::GitlinkIds if path.is_empty() => (
+                "commit",
+                "gitlink ids of the top directory read together".to_string(),
+            ),
+            Place::GitlinkIds => (
+                "commit",
+                format!("gitlink ids of directory {path} read together"),
+            ),
+            Place::CommitHeader => ("commit", format!("commit header line {line}")),
+            Place::CommitMessage => ("commit", format!("commit message line {line}")),
+            Place::TagHeader => ("tag", format!("tag header line {line}")),
+            Place::TagMessage => ("tag", format!("tag message line {line}")),
         };
         lines.push(format!(
-            "secret in commit {} {place}: rule {} ({}), value {} [fingerprint {}]",
+            "secret in {object} {} {place}: rule {} ({}), value {} [fingerprint {}]",
             short(&f.commit),
             f.finding.rule_id,
             f.finding.description,
@@ -412,13 +483,21 @@ pub fn pre_receive(
     msg: &mut dyn Write,
 ) -> Result<bool, Error> {
     let _lock = mirror::lock(config, remote)?;
+    let scanner = scanner(config)?;
+    // Before anything repeats a ref name (refusals, logs): it may be the secret.
+    let findings = check_ref_names(remote, &scanner, updates);
+    if !findings.is_empty() {
+        report(msg, "push refused", &findings);
+        tracing::warn!(remote = %remote.name, findings = findings.len(),
+            "push refused: secret in a ref name");
+        return Ok(false);
+    }
     let refusals = check_refs(remote, updates)?;
     if !refusals.is_empty() {
         report(msg, "push refused", &refusals);
         tracing::warn!(remote = %remote.name, refusals = ?refusals, "push refused by ref policy");
         return Ok(false);
     }
-    let scanner = scanner(config)?;
     let started = std::time::Instant::now();
     // Annotated tags: their messages are scanned here, the history walk
     // starts at the commits they point to.

@@ -529,3 +529,132 @@ fn merging_upstream_ci_changes_is_not_a_protected_change() {
         p.stderr
     );
 }
+
+/// Four refs whose commits swap two blobs that both carry the canary line:
+/// Q (f = B2) → R (f = B1) and T (f = B1) → U (f = B2), with committer dates
+/// R < U < T < Q, so that in date order each blob's canary line was "old" in
+/// the blob the other branch's parent had at f.
+#[test]
+fn commit_order_cannot_excuse_a_secret() {
+    let Some(w) = world("order", GateOptions::default()) else {
+        return;
+    };
+    let before = w.upstream_refs();
+    let c = w.clone("agent");
+    let base = c.git_ok(&["rev-parse", "HEAD"]);
+    let b1 = format!("token {CANARY}\n");
+    let b2 = format!("token {CANARY}\nx\n");
+    let at = |branch: &str, parent: &str, content: &str, date: &str| {
+        c.git_ok(&["checkout", "-q", "-B", branch, parent]);
+        std::fs::write(c.path.join("f"), content).unwrap();
+        c.git_ok(&["add", "-A"]);
+        let env = [("GIT_COMMITTER_DATE", date), ("GIT_AUTHOR_DATE", date)];
+        c.git_env_ok(&["commit", "-q", "-m", "work"], &env);
+        c.git_ok(&["rev-parse", "HEAD"])
+    };
+    let q = at("q", &base, &b2, "2030-01-04T00:00:00Z");
+    at("r", &q, &b1, "2030-01-01T00:00:00Z");
+    let t = at("t", &base, &b1, "2030-01-03T00:00:00Z");
+    at("u", &t, &b2, "2030-01-02T00:00:00Z");
+    let p = c.push(&[
+        "q:refs/heads/agent/q",
+        "r:refs/heads/agent/r",
+        "t:refs/heads/agent/t",
+        "u:refs/heads/agent/u",
+    ]);
+    eprintln!("agent saw:\n{}", p.stderr);
+    assert!(!p.ok, "commit order excused the canary");
+    assert!(p.stderr.contains("known-secret"), "{}", p.stderr);
+    assert!(!p.stderr.contains(CANARY), "the canary was echoed back");
+    assert_eq!(w.upstream_refs(), before, "upstream changed");
+}
+
+#[test]
+fn canary_as_author_name_is_refused() {
+    let Some(w) = world("author", GateOptions::default()) else {
+        return;
+    };
+    let before = w.upstream_refs();
+    let c = w.clone("agent");
+    std::fs::write(c.path.join("a.txt"), "clean\n").unwrap();
+    c.git_ok(&["add", "-A"]);
+    c.git_ok(&[
+        "-c",
+        &format!("user.name={CANARY}"),
+        "commit",
+        "-q",
+        "-m",
+        "clean",
+    ]);
+    let p = c.push(&["HEAD:refs/heads/agent/author"]);
+    eprintln!("agent saw:\n{}", p.stderr);
+    assert!(!p.ok, "the canary as author name passed");
+    assert!(p.stderr.contains("commit header"), "{}", p.stderr);
+    assert!(!p.stderr.contains(CANARY), "the canary was echoed back");
+    assert_eq!(w.upstream_refs(), before, "upstream changed");
+    assert!(
+        !w.gate_logs().contains(CANARY),
+        "the canary reached the log"
+    );
+}
+
+#[test]
+fn canary_as_gitlink_path_is_refused() {
+    let Some(w) = world("gitlink", GateOptions::default()) else {
+        return;
+    };
+    let before = w.upstream_refs();
+    let c = w.clone("agent");
+    let info = format!("160000,{},vendor/{CANARY}", "1".repeat(40));
+    c.git_ok(&["update-index", "--add", "--cacheinfo", &info]);
+    c.git_ok(&["commit", "-q", "-m", "vendor a module"]);
+    let p = c.push(&["HEAD:refs/heads/agent/gitlink"]);
+    eprintln!("agent saw:\n{}", p.stderr);
+    assert!(!p.ok, "a gitlink named with the canary passed");
+    assert!(p.stderr.contains("gitlink"), "{}", p.stderr);
+    assert_eq!(w.upstream_refs(), before, "upstream changed");
+}
+
+#[test]
+fn canary_as_ref_name_is_refused() {
+    let Some(w) = world("refname", GateOptions::default()) else {
+        return;
+    };
+    let before = w.upstream_refs();
+    let c = w.clone("agent");
+    c.commit("a.txt", "clean\n", "clean");
+    let p = c.push(&[&format!("HEAD:refs/heads/agent/{CANARY}")]);
+    eprintln!("agent saw:\n{}", p.stderr);
+    assert!(!p.ok, "a ref named with the canary passed");
+    assert!(p.stderr.contains("ref name"), "{}", p.stderr);
+    assert_eq!(w.upstream_refs(), before, "upstream changed");
+    assert!(
+        !w.gate_logs().contains(CANARY),
+        "the canary reached the log"
+    );
+}
+
+#[test]
+fn notes_blobs_are_scanned() {
+    let Some(w) = world(
+        "notes",
+        GateOptions {
+            remote_extra: "push_refs = [\"refs/heads/agent/*\", \"refs/notes/*\"]".into(),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let c = w.clone("agent");
+    c.git_ok(&["notes", "add", "-m", "reviewed"]);
+    let p = c.push(&["refs/notes/commits"]);
+    assert!(p.ok, "a clean note was refused: {}", p.stderr);
+    let clean = w.upstream_rev("refs/notes/commits");
+    assert!(clean.is_some());
+    c.git_ok(&["notes", "add", "-f", "-m", &format!("token {CANARY}")]);
+    let p = c.push(&["refs/notes/commits"]);
+    eprintln!("agent saw:\n{}", p.stderr);
+    assert!(!p.ok, "a note carrying the canary passed");
+    assert!(p.stderr.contains("known-secret"), "{}", p.stderr);
+    assert_eq!(w.upstream_rev("refs/notes/commits"), clean);
+}

@@ -35,6 +35,25 @@ pub fn redact(secret: &[u8]) -> String {
     s
 }
 
+/// `text` (a path or ref name that was scanned) with the bytes of finding
+/// `f` replaced by its redacted form, so the name can be shown.
+pub fn redact_span(text: &str, f: &Finding) -> String {
+    let bytes = text.as_bytes();
+    if f.end <= f.start || f.end > bytes.len() {
+        return text.to_string();
+    }
+    format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&bytes[..f.start]),
+        if f.redacted.is_empty() {
+            "…"
+        } else {
+            &f.redacted
+        },
+        String::from_utf8_lossy(&bytes[f.end..])
+    )
+}
+
 pub fn fingerprint(rule_id: &str, secret: &[u8]) -> String {
     let digest = Sha256::digest(secret);
     format!("{rule_id}:{}", &hex::encode(digest)[..16])

@@ -1,14 +1,42 @@
 //! Scanning git history with gix: the commits of a range, each blob they
 //! introduce scanned once (deduplicated by blob id), plus commit messages and
-//! the names of added files.
+//! the names of added files; with [`Options::metadata`], also commit and tag
+//! headers, gitlinks and the names of new directories.
+//!
+//! What a finding may be excused by is the caller's choice ([`Baseline`]):
+//!
+//! - [`Baseline::Parents`] attributes each blob to the first commit (in
+//!   committer-date order) that introduces it and drops finding lines that the
+//!   blob it replaced already had, as gitleaks does. Both the order and the
+//!   parents are chosen by whoever wrote the history, so two branches can be
+//!   crafted whose blobs excuse each other's secret line: only for history the
+//!   caller trusts (the `scanner` CLI, benchmarks).
+//! - [`Baseline::Trees`] excuses a finding line only when the same line is in
+//!   the blob at the same path in one of the given trusted commits' trees,
+//!   whatever the order of the scanned commits. git-gate passes every ref its
+//!   mirror had before the push (what is already upstream): an agent's branch
+//!   may start from any upstream branch or tag, not just HEAD or the old
+//!   value of the ref it updates, so all of them are fair baselines, and none
+//!   of them can hold an object the push itself brings. Lookups are cached per
+//!   path and per tree object and made only for blobs that have findings, so
+//!   the cost does not grow with refs × paths of the push.
+//!
+//! Every `(blob, path)` pair that a new commit's tree holds and none of its
+//! parents' trees held at that path is checked against the baseline of that
+//! path, so a blob copied to many paths is scanned once but a finding is
+//! reported at each path that does not excuse it.
 //!
 //! Works inside a `pre-receive` hook: pushed objects still sit in the
 //! quarantine directory, which gix does not read on its own, so the object
 //! directories named by `GIT_QUARANTINE_PATH`, `GIT_OBJECT_DIRECTORY` and
 //! `GIT_ALTERNATE_OBJECT_DIRECTORIES` are searched before the repository's own.
+//!
+//! Never returns a whole secret: findings carry the redacted form, and
+//! [`GitFinding::shown_path`] redacts a path that is itself the finding.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -33,12 +61,76 @@ pub enum Range {
     All,
 }
 
-/// A finding in a commit: `path` is None for the commit message.
+/// What a finding line in a blob may be excused by (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub enum Baseline {
+    /// The blob the introducing commit's first parent had at that path
+    /// (gitleaks' "added lines"); for trusted history only.
+    #[default]
+    Parents,
+    /// The blob at the same path in the tree of one of these commits (hex
+    /// ids or ref names; annotated tags are peeled; names that do not
+    /// resolve excuse nothing).
+    Trees(Vec<String>),
+}
+
+/// How to scan.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub baseline: Baseline,
+    /// Also scan commit headers (author, committer, encoding, signatures,
+    /// unknown headers), whole tag objects (name, tagger, signature),
+    /// gitlinks (paths and ids) and the names of new empty directories.
+    pub metadata: bool,
+}
+
+impl Options {
+    /// For history pushed by someone the caller does not trust: every place a
+    /// pushed object can carry bytes is scanned, and only `trusted` commits'
+    /// trees can excuse a finding.
+    pub fn untrusted(trusted: Vec<String>) -> Options {
+        Options {
+            baseline: Baseline::Trees(trusted),
+            metadata: true,
+        }
+    }
+}
+
+/// Where in the objects a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Place {
+    /// Header lines of a commit object (`finding.line` counts them).
+    CommitHeader,
+    CommitMessage,
+    /// Header lines of an annotated tag (object, type, tag name, tagger).
+    TagHeader,
+    /// A tag's message, with its in-body signature when headers are scanned.
+    TagMessage,
+    /// The contents of the file at `path`.
+    File,
+    /// The path of a file.
+    FileName,
+    /// The path of a new directory that holds nothing (an empty tree).
+    DirectoryName,
+    /// The path of a gitlink (submodule entry).
+    GitlinkPath,
+    /// The 20-byte id of the gitlink at `path`, as hex.
+    GitlinkId,
+    /// The ids of all gitlinks of the directory `path` ("" for the top),
+    /// concatenated in tree order: a secret split across several of them.
+    GitlinkIds,
+}
+
+/// A finding in a commit or tag.
 #[derive(Clone, Debug, Serialize)]
 pub struct GitFinding {
     pub finding: Finding,
+    /// The commit, or for [`Place::TagHeader`] / [`Place::TagMessage`] the tag object.
     pub commit: String,
+    /// The file, directory or gitlink path; None for headers and messages.
     pub path: Option<String>,
+    pub place: Place,
 }
 
 impl GitFinding {
@@ -51,6 +143,21 @@ impl GitFinding {
             self.finding.rule_id,
             self.finding.line
         )
+    }
+
+    /// `path` fit to print: where the path itself is what was found, the
+    /// matched bytes are replaced by the finding's redacted form.
+    pub fn shown_path(&self) -> Option<String> {
+        let path = self.path.as_deref()?;
+        let is_name = matches!(
+            self.place,
+            Place::FileName | Place::DirectoryName | Place::GitlinkPath
+        );
+        Some(if is_name {
+            crate::redact_span(path, &self.finding)
+        } else {
+            path.to_string()
+        })
     }
 }
 
@@ -75,13 +182,24 @@ pub struct Report {
     pub blobs_scanned: usize,
 }
 
-/// Scans the commits of `range` in the repository at (or above) `repo`.
+/// Scans the commits of `range` in the repository at (or above) `repo`, with
+/// the default [`Options`] (trusted history).
 pub fn scan(repo: &Path, range: &Range, scanner: &Scanner) -> Result<Vec<GitFinding>, Error> {
     scan_report(repo, range, scanner).map(|r| r.findings)
 }
 
 /// Like [`scan`], with commit details and counts.
 pub fn scan_report(repo_path: &Path, range: &Range, scanner: &Scanner) -> Result<Report, Error> {
+    scan_with(repo_path, range, scanner, &Options::default())
+}
+
+/// Scans the commits of `range` as `opts` asks.
+pub fn scan_with(
+    repo_path: &Path,
+    range: &Range,
+    scanner: &Scanner,
+    opts: &Options,
+) -> Result<Report, Error> {
     let gerr = |message: String| Error::Git {
         path: repo_path.to_path_buf(),
         message,
@@ -92,23 +210,29 @@ pub fn scan_report(repo_path: &Path, range: &Range, scanner: &Scanner) -> Result
     let extra_dirs = env_object_dirs();
     let odb = Objects::new(&repo, &extra_dirs).map_err(&gerr)?;
     let (tips, hidden) = resolve_range(&repo, &odb, range, repo_path)?;
-    // Annotated tags: their messages are scanned, the walk starts at the commits they point to.
-    let mut tag_messages = Vec::new();
-    let tips = peel_tags(&odb, &tips, Some(&mut tag_messages)).map_err(&gerr)?;
+    // Annotated tags are scanned themselves; the walk starts at the commits they point to.
+    let mut tags = Vec::new();
+    let tips = peel_tags(&odb, &tips, Some(&mut tags)).map_err(&gerr)?;
     let hidden = peel_tags(&odb, &hidden, None).map_err(&gerr)?;
     let commits = walk(&odb, &tips, &hidden).map_err(&gerr)?;
+    let mut trusted = match &opts.baseline {
+        Baseline::Parents => None,
+        Baseline::Trees(ids) => Some(Trusted::new(&repo, ids)),
+    };
 
-    // Oldest first, so a blob is attributed to the commit that introduced it.
-    let mut tasks: Vec<Task> = Vec::new();
-    let mut seen_blobs: HashSet<ObjectId> = HashSet::new();
     let mut report = Report {
         commits_scanned: commits.len(),
         ..Default::default()
     };
-    let mut messages = Vec::new();
+    let mut findings = Vec::new();
+    for (id, data) in &tags {
+        scan_tag(scanner, *id, data, opts.metadata, &mut findings).map_err(&gerr)?;
+    }
+    // Oldest first, so a blob is attributed to the commit that introduced it.
+    let mut changes: Vec<(ObjectId, Vec<Change>)> = Vec::with_capacity(commits.len());
     let mut buf = Vec::new();
     let mut tree_buf = Vec::new();
-    for (ci, &id) in commits.iter().enumerate().rev() {
+    for &id in commits.iter().rev() {
         let data = odb.find(&id, &mut buf).map_err(&gerr)?;
         let c = CommitRef::from_bytes(data, repo.object_hash())
             .map_err(|e| gerr(format!("commit {id}: {e}")))?;
@@ -128,11 +252,21 @@ pub fn scan_report(repo_path: &Path, range: &Range, scanner: &Scanner) -> Result
                     .to_string(),
             },
         );
-        messages.push((id, c.message.to_vec()));
+        let commit = id.to_string();
+        if opts.metadata {
+            let (header, _) = split_header(data);
+            push_text(scanner, header, &commit, Place::CommitHeader, &mut findings);
+        }
+        push_text(
+            scanner,
+            c.message,
+            &commit,
+            Place::CommitMessage,
+            &mut findings,
+        );
         let tree = c.tree();
         let parents: Vec<ObjectId> = c.parents().collect();
-        let _ = ci;
-        let mut changes = {
+        let mut introduced = {
             let parent_tree = match parents.first() {
                 Some(p) => Some(commit_tree(&odb, p, &mut tree_buf, &repo).map_err(&gerr)?),
                 None => None,
@@ -146,47 +280,24 @@ pub fn scan_report(repo_path: &Path, range: &Range, scanner: &Scanner) -> Result
             let pt = commit_tree(&odb, p, &mut tree_buf, &repo).map_err(&gerr)?;
             let mut other = Vec::new();
             diff_trees(&odb, Some(pt), Some(tree), "", &mut other).map_err(&gerr)?;
-            let other: HashSet<(String, ObjectId)> =
-                other.into_iter().map(|c| (c.path, c.new)).collect();
-            changes.retain(|c| other.contains(&(c.path.clone(), c.new)));
+            let other: HashSet<ChangeKey> = other.iter().map(Change::key).collect();
+            introduced.retain(|c| other.contains(&c.key()));
         }
-        for ch in changes {
-            if seen_blobs.insert(ch.new) {
-                tasks.push(Task {
-                    commit: id,
-                    path: ch.path,
-                    blob: ch.new,
-                    old: ch.old,
-                });
-            } else if ch.old.is_none() {
-                tasks.push(Task {
-                    commit: id,
-                    path: ch.path,
-                    blob: ch.new,
-                    old: Some(ch.new),
-                });
-            }
-        }
+        changes.push((id, introduced));
     }
-    report.blobs_scanned = seen_blobs.len();
 
-    let mut findings = run_tasks(&repo, &extra_dirs, scanner, &tasks).map_err(&gerr)?;
-    for (id, msg) in tag_messages.into_iter().chain(messages) {
-        for f in scanner.scan_ctx(
-            &msg,
-            Ctx {
-                path: None,
-                commit: Some(&id.to_string()),
-            },
-        ) {
-            findings.push(GitFinding {
-                finding: f,
-                commit: id.to_string(),
-                path: None,
-            });
-        }
+    let (blob_findings, blobs) = match trusted.as_mut() {
+        None => scan_blobs_parents(&repo, &odb, &extra_dirs, scanner, &changes),
+        Some(t) => scan_blobs_trusted(&repo, &odb, &extra_dirs, scanner, &changes, t),
     }
-    // Oldest commit first, the message before the files.
+    .map_err(&gerr)?;
+    findings.extend(blob_findings);
+    report.blobs_scanned = blobs;
+    if opts.metadata {
+        scan_metadata(&odb, scanner, &changes, trusted.as_mut(), &mut findings).map_err(&gerr)?;
+    }
+
+    // Oldest commit first, headers and messages before the files.
     let order: HashMap<String, usize> = commits
         .iter()
         .rev()
@@ -194,9 +305,10 @@ pub fn scan_report(repo_path: &Path, range: &Range, scanner: &Scanner) -> Result
         .map(|(i, c)| (c.to_string(), i))
         .collect();
     findings.sort_by(|a, b| {
-        (order.get(&a.commit), &a.path, a.finding.start).cmp(&(
+        (order.get(&a.commit), &a.path, a.place, a.finding.start).cmp(&(
             order.get(&b.commit),
             &b.path,
+            b.place,
             b.finding.start,
         ))
     });
@@ -204,31 +316,334 @@ pub fn scan_report(repo_path: &Path, range: &Range, scanner: &Scanner) -> Result
     Ok(report)
 }
 
-struct Task {
-    commit: ObjectId,
-    path: String,
+/// The header of a commit or tag object: everything before the first empty line.
+fn split_header(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.windows(2).position(|w| w == b"\n\n") {
+        Some(p) => (&data[..p + 1], &data[p + 2..]),
+        None => (data, &[]),
+    }
+}
+
+/// Findings in text that has no file name (headers, messages).
+fn push_text(
+    scanner: &Scanner,
+    data: &[u8],
+    commit: &str,
+    place: Place,
+    out: &mut Vec<GitFinding>,
+) {
+    let ctx = Ctx {
+        path: None,
+        commit: Some(commit),
+    };
+    out.extend(scanner.scan_ctx(data, ctx).into_iter().map(|f| GitFinding {
+        finding: f,
+        commit: commit.to_string(),
+        path: None,
+        place,
+    }));
+}
+
+/// Findings in a path name. The path is scanned as text: rules that match
+/// file names alone are for file contents' paths and do not apply here.
+fn name_findings(scanner: &Scanner, path: &str, commit: &str, place: Place) -> Vec<GitFinding> {
+    let ctx = Ctx {
+        path: None,
+        commit: Some(commit),
+    };
+    scanner
+        .scan_ctx(path.as_bytes(), ctx)
+        .into_iter()
+        .map(|mut f| {
+            if place == Place::FileName {
+                f.description = format!("{} (in the file name)", f.description);
+            }
+            GitFinding {
+                finding: f,
+                commit: commit.to_string(),
+                path: Some(path.to_string()),
+                place,
+            }
+        })
+        .collect()
+}
+
+fn scan_tag(
+    scanner: &Scanner,
+    id: ObjectId,
+    data: &[u8],
+    metadata: bool,
+    out: &mut Vec<GitFinding>,
+) -> Result<(), String> {
+    let tag = id.to_string();
+    if metadata {
+        let (header, body) = split_header(data);
+        push_text(scanner, header, &tag, Place::TagHeader, out);
+        push_text(scanner, body, &tag, Place::TagMessage, out);
+    } else {
+        let t =
+            gix::objs::TagRef::from_bytes(data, id.kind()).map_err(|e| format!("tag {id}: {e}"))?;
+        push_text(scanner, t.message, &tag, Place::TagMessage, out);
+    }
+    Ok(())
+}
+
+/// One blob to scan as the file `path` of `commit` (path rules and
+/// allowlists depend on them).
+struct Job {
     blob: ObjectId,
-    /// The blob this one replaced: only lines not in it are reported. Equal
-    /// to `blob` for an already scanned blob added at a new path (only its
-    /// file name is scanned).
-    old: Option<ObjectId>,
+    path: String,
+    commit: String,
+}
+
+/// gitleaks-like attribution: each blob is scanned once, at the first
+/// commit that introduces it, and lines the blob it replaced had are dropped.
+fn scan_blobs_parents(
+    repo: &gix::Repository,
+    odb: &Objects,
+    extra: &[PathBuf],
+    scanner: &Scanner,
+    changes: &[(ObjectId, Vec<Change>)],
+) -> Result<(Vec<GitFinding>, usize), String> {
+    let mut seen_blobs: HashSet<ObjectId> = HashSet::new();
+    let mut out = Vec::new();
+    let mut jobs = Vec::new();
+    let mut old_of = Vec::new();
+    for (id, list) in changes {
+        let commit = id.to_string();
+        for ch in list {
+            let Change::Blob { path, new, old } = ch else {
+                continue;
+            };
+            let first = seen_blobs.insert(*new);
+            // A blob already scanned, at a path that changed: nothing new.
+            if !first && old.is_some() {
+                continue;
+            }
+            out.extend(name_findings(scanner, path, &commit, Place::FileName));
+            if first {
+                jobs.push(Job {
+                    blob: *new,
+                    path: path.clone(),
+                    commit: commit.clone(),
+                });
+                old_of.push(*old);
+            }
+        }
+    }
+    let mut buf = Vec::new();
+    let mut old_buf = Vec::new();
+    for (i, found) in run_jobs(repo, extra, scanner, &jobs)? {
+        let job = &jobs[i];
+        let mut found = found;
+        if let Some(old) = old_of[i] {
+            if let Ok(old_data) = odb.find(&old, &mut old_buf) {
+                let data = odb.find(&job.blob, &mut buf)?;
+                let old_lines: HashSet<&[u8]> = old_data.split(|&b| b == b'\n').collect();
+                found.retain(|f| !old_lines.contains(line_at(data, f.start)));
+            }
+        }
+        out.extend(found.into_iter().map(|f| GitFinding {
+            finding: f,
+            commit: job.commit.clone(),
+            path: Some(job.path.clone()),
+            place: Place::File,
+        }));
+    }
+    Ok((out, seen_blobs.len()))
+}
+
+/// Each `(blob, path)` a new commit introduces is checked against the
+/// trusted trees' blob at that path; the blob itself is scanned once (once
+/// per path when rules or allowlists depend on the path or commit).
+fn scan_blobs_trusted(
+    repo: &gix::Repository,
+    odb: &Objects,
+    extra: &[PathBuf],
+    scanner: &Scanner,
+    changes: &[(ObjectId, Vec<Change>)],
+    trusted: &mut Trusted,
+) -> Result<(Vec<GitFinding>, usize), String> {
+    // Blob -> every path it is introduced at, with the first commit doing so.
+    let mut at: HashMap<ObjectId, Vec<(String, String)>> = HashMap::new();
+    let mut blob_order = Vec::new();
+    let mut pairs: HashSet<(ObjectId, &str)> = HashSet::new();
+    let mut names: Vec<(&str, String)> = Vec::new();
+    let mut named: HashSet<&str> = HashSet::new();
+    for (id, list) in changes {
+        for ch in list {
+            let Change::Blob { path, new, .. } = ch else {
+                continue;
+            };
+            if named.insert(path) {
+                names.push((path, id.to_string()));
+            }
+            if pairs.insert((*new, path)) {
+                let occurrences = at.entry(*new).or_insert_with(|| {
+                    blob_order.push(*new);
+                    Vec::new()
+                });
+                occurrences.push((path.clone(), id.to_string()));
+            }
+        }
+    }
+    let per_path = !scanner.rules().context_free();
+    // Each job covers the occurrences of its blob listed next to it.
+    let mut jobs = Vec::new();
+    let mut covers: Vec<Vec<(String, String)>> = Vec::new();
+    for blob in &blob_order {
+        let occurrences = &at[blob];
+        if per_path {
+            for (path, commit) in occurrences {
+                jobs.push(Job {
+                    blob: *blob,
+                    path: path.clone(),
+                    commit: commit.clone(),
+                });
+                covers.push(vec![(path.clone(), commit.clone())]);
+            }
+        } else {
+            let (path, commit) = &occurrences[0];
+            jobs.push(Job {
+                blob: *blob,
+                path: path.clone(),
+                commit: commit.clone(),
+            });
+            covers.push(occurrences.clone());
+        }
+    }
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for (i, found) in run_jobs(repo, extra, scanner, &jobs)? {
+        let data = odb.find(&jobs[i].blob, &mut buf)?;
+        for (path, commit) in &covers[i] {
+            let baseline = trusted.lines_at(odb, path)?;
+            out.extend(
+                found
+                    .iter()
+                    .filter(|f| !baseline.contains(line_at(data, f.start)))
+                    .map(|f| GitFinding {
+                        finding: f.clone(),
+                        commit: commit.clone(),
+                        path: Some(path.clone()),
+                        place: Place::File,
+                    }),
+            );
+        }
+    }
+    // A path the trusted trees already have is not the push's to answer for.
+    for (path, commit) in names {
+        let found = name_findings(scanner, path, &commit, Place::FileName);
+        if !found.is_empty() && !trusted.has_path(odb, path)? {
+            out.extend(found);
+        }
+    }
+    Ok((out, blob_order.len()))
+}
+
+/// Gitlinks and empty directories: no blob, only names and ids.
+fn scan_metadata(
+    odb: &Objects,
+    scanner: &Scanner,
+    changes: &[(ObjectId, Vec<Change>)],
+    mut trusted: Option<&mut Trusted>,
+    out: &mut Vec<GitFinding>,
+) -> Result<(), String> {
+    let mut seen: HashSet<ChangeKey> = HashSet::new();
+    for (id, list) in changes {
+        let commit = id.to_string();
+        for ch in list {
+            if matches!(ch, Change::Blob { .. }) || !seen.insert(ch.key()) {
+                continue;
+            }
+            let found = match ch {
+                Change::Blob { .. } => continue,
+                Change::Dir { path } => name_findings(scanner, path, &commit, Place::DirectoryName),
+                Change::Gitlink { path, .. } => {
+                    name_findings(scanner, path, &commit, Place::GitlinkPath)
+                }
+                Change::GitlinkIds { dir, links } => {
+                    gitlink_id_findings(scanner, dir, links, &commit)
+                }
+            };
+            let excused = match (&mut trusted, ch) {
+                (Some(t), Change::Dir { path } | Change::Gitlink { path, .. })
+                    if !found.is_empty() =>
+                {
+                    t.has_path(odb, path)?
+                }
+                _ => false,
+            };
+            if !excused {
+                out.extend(found);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The gitlink ids of one directory as hex, one per line, then (with more
+/// than one) all of them on one line, so the hex decoder and the known
+/// secrets' hex forms see a secret split across several ids.
+fn gitlink_id_findings(
+    scanner: &Scanner,
+    dir: &str,
+    links: &[(String, ObjectId)],
+    commit: &str,
+) -> Vec<GitFinding> {
+    let mut text = String::new();
+    for (_, id) in links {
+        text.push_str(&id.to_string());
+        text.push('\n');
+    }
+    if links.len() > 1 {
+        for (_, id) in links {
+            text.push_str(&id.to_string());
+        }
+        text.push('\n');
+    }
+    let ctx = Ctx {
+        path: None,
+        commit: Some(commit),
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for f in scanner.scan_ctx(text.as_bytes(), ctx) {
+        // The same secret in one id and in the concatenation: report it once.
+        if !seen.insert(f.fingerprint.clone()) {
+            continue;
+        }
+        let (path, place) = match links.get(f.line.saturating_sub(1)) {
+            Some((path, _)) => (path.clone(), Place::GitlinkId),
+            None => (dir.to_string(), Place::GitlinkIds),
+        };
+        out.push(GitFinding {
+            finding: f,
+            commit: commit.to_string(),
+            path: Some(path),
+            place,
+        });
+    }
+    out
 }
 
 /// Blobs are read and scanned on all cores; each worker has its own object
-/// handles (they cache and are not shareable across threads).
-fn run_tasks(
+/// handles (they cache and are not shareable across threads). Returns the
+/// jobs that have findings, by index.
+fn run_jobs(
     repo: &gix::Repository,
     extra: &[PathBuf],
     scanner: &Scanner,
-    tasks: &[Task],
-) -> Result<Vec<GitFinding>, String> {
+    jobs: &[Job],
+) -> Result<Vec<(usize, Vec<Finding>)>, String> {
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Vec::new());
     let first_error: Mutex<Option<String>> = Mutex::new(None);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(16);
+        .min(16)
+        .min(jobs.len().max(1));
     let git_dir = repo.git_dir().to_path_buf();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -248,35 +663,11 @@ fn run_tasks(
                     }
                 };
                 let mut buf = Vec::new();
-                let mut old_buf = Vec::new();
                 let mut local = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(t) = tasks.get(i) else { break };
-                    let commit = t.commit.to_string();
-                    let ctx = Ctx {
-                        path: Some(&t.path),
-                        commit: Some(&commit),
-                    };
-                    // The file name itself.
-                    for mut f in scanner.scan_ctx(
-                        t.path.as_bytes(),
-                        Ctx {
-                            path: None,
-                            commit: Some(&commit),
-                        },
-                    ) {
-                        f.description = format!("{} (in the file name)", f.description);
-                        local.push(GitFinding {
-                            finding: f,
-                            commit: commit.clone(),
-                            path: Some(t.path.clone()),
-                        });
-                    }
-                    if t.old == Some(t.blob) {
-                        continue;
-                    }
-                    let data = match odb.find(&t.blob, &mut buf) {
+                    let Some(job) = jobs.get(i) else { break };
+                    let data = match odb.find(&job.blob, &mut buf) {
                         Ok(d) => d,
                         Err(e) => {
                             first_error
@@ -286,23 +677,13 @@ fn run_tasks(
                             break;
                         }
                     };
-                    let mut found = scanner.scan_ctx(data, ctx);
-                    if found.is_empty() {
-                        continue;
-                    }
-                    if let Some(old) = t.old {
-                        if let Ok(old_data) = odb.find(&old, &mut old_buf) {
-                            let old_lines: HashSet<&[u8]> =
-                                old_data.split(|&b| b == b'\n').collect();
-                            found.retain(|f| !old_lines.contains(line_at(data, f.start)));
-                        }
-                    }
-                    for f in found {
-                        local.push(GitFinding {
-                            finding: f,
-                            commit: commit.clone(),
-                            path: Some(t.path.clone()),
-                        });
+                    let ctx = Ctx {
+                        path: Some(&job.path),
+                        commit: Some(&job.commit),
+                    };
+                    let found = scanner.scan_ctx(data, ctx);
+                    if !found.is_empty() {
+                        local.push((i, found));
                     }
                 }
                 out.lock().unwrap_or_else(|p| p.into_inner()).extend(local);
@@ -312,7 +693,9 @@ fn run_tasks(
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    Ok(out.into_inner().unwrap_or_else(|p| p.into_inner()))
+    let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
 }
 
 fn line_at(data: &[u8], pos: usize) -> &[u8] {
@@ -326,6 +709,146 @@ fn line_at(data: &[u8], pos: usize) -> &[u8] {
         .position(|&b| b == b'\n')
         .map_or(data.len(), |p| pos + p);
     &data[start..end]
+}
+
+/// One tree's entries by name: (is a tree, id).
+type Entries = HashMap<String, (bool, ObjectId)>;
+
+/// The trusted trees of [`Baseline::Trees`], read lazily: nothing is read
+/// unless a finding needs a baseline.
+struct Trusted {
+    commits: Vec<ObjectId>,
+    roots: Option<Vec<ObjectId>>,
+    trees: HashMap<ObjectId, Rc<Entries>>,
+    /// Distinct ids (any kind) at a path across the roots.
+    at_path: HashMap<String, Rc<Vec<(bool, ObjectId)>>>,
+    lines: HashMap<String, Rc<HashSet<Vec<u8>>>>,
+}
+
+impl Trusted {
+    fn new(repo: &gix::Repository, ids: &[String]) -> Trusted {
+        let mut commits = Vec::new();
+        for s in ids {
+            // A trusted name that does not resolve excuses nothing.
+            if let Ok(id) = resolve_one(repo, s) {
+                commits.push(id);
+            }
+        }
+        commits.sort();
+        commits.dedup();
+        Trusted {
+            commits,
+            roots: None,
+            trees: HashMap::new(),
+            at_path: HashMap::new(),
+            lines: HashMap::new(),
+        }
+    }
+
+    fn roots(&mut self, odb: &Objects) -> Vec<ObjectId> {
+        if let Some(r) = &self.roots {
+            return r.clone();
+        }
+        let mut roots = Vec::new();
+        let mut buf = Vec::new();
+        for &start in &self.commits {
+            let mut id = start;
+            // Tags are peeled to what they name; a tag of a tree is a tree too.
+            for _ in 0..16 {
+                let Ok((kind, data)) = odb.find_any(&id, &mut buf) else {
+                    break;
+                };
+                match kind {
+                    gix::objs::Kind::Commit => {
+                        if let Ok(c) = CommitRef::from_bytes(data, id.kind()) {
+                            roots.push(c.tree());
+                        }
+                        break;
+                    }
+                    gix::objs::Kind::Tree => {
+                        roots.push(id);
+                        break;
+                    }
+                    gix::objs::Kind::Tag => match gix::objs::TagRef::from_bytes(data, id.kind()) {
+                        Ok(t) => id = t.target(),
+                        Err(_) => break,
+                    },
+                    gix::objs::Kind::Blob => break,
+                }
+            }
+        }
+        roots.sort();
+        roots.dedup();
+        self.roots = Some(roots.clone());
+        roots
+    }
+
+    fn tree(&mut self, odb: &Objects, id: ObjectId) -> Result<Rc<Entries>, String> {
+        if let Some(t) = self.trees.get(&id) {
+            return Ok(t.clone());
+        }
+        let entries: Entries = read_tree(odb, Some(id))?
+            .into_iter()
+            .map(|e| (e.name, (e.kind == EntryKind::Tree, e.id)))
+            .collect();
+        let entries = Rc::new(entries);
+        self.trees.insert(id, entries.clone());
+        Ok(entries)
+    }
+
+    fn entries_at(
+        &mut self,
+        odb: &Objects,
+        path: &str,
+    ) -> Result<Rc<Vec<(bool, ObjectId)>>, String> {
+        if let Some(v) = self.at_path.get(path) {
+            return Ok(v.clone());
+        }
+        let mut found = Vec::new();
+        'roots: for root in self.roots(odb) {
+            let mut cur = (true, root);
+            for part in path.split('/') {
+                if !cur.0 {
+                    continue 'roots;
+                }
+                match self.tree(odb, cur.1)?.get(part) {
+                    Some(e) => cur = *e,
+                    None => continue 'roots,
+                }
+            }
+            found.push(cur);
+        }
+        found.sort();
+        found.dedup();
+        let found = Rc::new(found);
+        self.at_path.insert(path.to_string(), found.clone());
+        Ok(found)
+    }
+
+    fn has_path(&mut self, odb: &Objects, path: &str) -> Result<bool, String> {
+        Ok(!self.entries_at(odb, path)?.is_empty())
+    }
+
+    /// Every line of every trusted blob at `path`.
+    fn lines_at(&mut self, odb: &Objects, path: &str) -> Result<Rc<HashSet<Vec<u8>>>, String> {
+        if let Some(l) = self.lines.get(path) {
+            return Ok(l.clone());
+        }
+        let mut lines = HashSet::new();
+        let mut buf = Vec::new();
+        for &(is_tree, id) in self.entries_at(odb, path)?.iter() {
+            if is_tree {
+                continue;
+            }
+            // A trusted gitlink at this path has no blob to read.
+            if let Ok((gix::objs::Kind::Blob, data)) = odb.find_any(&id, &mut buf) {
+                lines.extend(data.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+            }
+        }
+        let lines = Rc::new(lines);
+        self.lines.insert(path.to_string(), lines.clone());
+        Ok(lines)
+    }
 }
 
 /// Object directories the environment adds (a pre-receive hook's quarantine).
@@ -391,11 +914,11 @@ impl Objects {
 }
 
 /// Follows annotated tags to the commits they name; other objects (a tag of
-/// a tree or blob) are dropped. Tag messages are collected when asked.
+/// a tree or blob) are dropped. The raw tag objects are collected when asked.
 fn peel_tags(
     odb: &Objects,
     ids: &[ObjectId],
-    mut messages: Option<&mut Vec<(ObjectId, Vec<u8>)>>,
+    mut tags: Option<&mut Vec<(ObjectId, Vec<u8>)>>,
 ) -> Result<Vec<ObjectId>, String> {
     let mut out = Vec::with_capacity(ids.len());
     let mut buf = Vec::new();
@@ -414,10 +937,11 @@ fn peel_tags(
                 gix::objs::Kind::Tag => {
                     let tag = gix::objs::TagRef::from_bytes(data, id.kind())
                         .map_err(|e| format!("tag {id}: {e}"))?;
-                    if let Some(m) = messages.as_deref_mut() {
-                        m.push((id, tag.message.to_vec()));
+                    let target = tag.target();
+                    if let Some(t) = tags.as_deref_mut() {
+                        t.push((id, data.to_vec()));
                     }
-                    id = tag.target();
+                    id = target;
                 }
                 _ => break,
             }
@@ -438,13 +962,86 @@ fn commit_tree(
         .map_err(|e| format!("commit {commit}: {e}"))
 }
 
-struct Change {
-    path: String,
-    new: ObjectId,
-    old: Option<ObjectId>,
+/// What a commit's tree holds that its parent's tree did not.
+enum Change {
+    /// A blob or symlink, new at `path` or replacing `old` there.
+    Blob {
+        path: String,
+        new: ObjectId,
+        old: Option<ObjectId>,
+    },
+    /// A gitlink, new at `path` or pointing elsewhere.
+    Gitlink { path: String, id: ObjectId },
+    /// Every gitlink of directory `dir`, in tree order, when one of them changed.
+    GitlinkIds {
+        dir: String,
+        links: Vec<(String, ObjectId)>,
+    },
+    /// A new directory under which nothing else changed (an empty tree).
+    Dir { path: String },
 }
 
-/// Blobs (and symlinks) that are new or changed in `new` relative to `old`.
+/// What a change adds, whatever it replaced: equal keys from two parents'
+/// diffs are the same addition.
+type ChangeKey = (u8, String, Vec<u8>);
+
+impl Change {
+    fn key(&self) -> ChangeKey {
+        match self {
+            Change::Blob { path, new, .. } => (0, path.clone(), new.as_bytes().to_vec()),
+            Change::Gitlink { path, id } => (1, path.clone(), id.as_bytes().to_vec()),
+            Change::GitlinkIds { dir, links } => (
+                2,
+                dir.clone(),
+                links
+                    .iter()
+                    .flat_map(|(_, id)| id.as_bytes().to_vec())
+                    .collect(),
+            ),
+            Change::Dir { path } => (3, path.clone(), Vec::new()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Tree,
+    Blob,
+    Gitlink,
+}
+
+struct Entry {
+    name: String,
+    kind: EntryKind,
+    id: ObjectId,
+}
+
+fn read_tree(odb: &Objects, id: Option<ObjectId>) -> Result<Vec<Entry>, String> {
+    let Some(id) = id else { return Ok(Vec::new()) };
+    let mut buf = Vec::new();
+    let data = odb.find(&id, &mut buf)?;
+    TreeRefIter::from_bytes(data, id.kind())
+        .map(|e| {
+            e.map(|e| Entry {
+                name: e.filename.to_string(),
+                // As git's canon_mode() reads modes: a mode that is neither
+                // a file, a symlink nor a directory is a gitlink, an id of
+                // the pusher's choosing that no object needs to back.
+                kind: if e.mode.is_tree() {
+                    EntryKind::Tree
+                } else if e.mode.is_blob_or_symlink() {
+                    EntryKind::Blob
+                } else {
+                    EntryKind::Gitlink
+                },
+                id: e.oid.to_owned(),
+            })
+            .map_err(|err| format!("tree {id}: {err}"))
+        })
+        .collect()
+}
+
+/// What is new or changed in tree `new` relative to `old`.
 fn diff_trees(
     odb: &Objects,
     old: Option<ObjectId>,
@@ -455,53 +1052,58 @@ fn diff_trees(
     if old == new {
         return Ok(());
     }
-    let entries = |id: Option<ObjectId>| -> Result<Vec<(String, bool, bool, ObjectId)>, String> {
-        let Some(id) = id else { return Ok(Vec::new()) };
-        let mut buf = Vec::new();
-        let data = odb.find(&id, &mut buf)?;
-        TreeRefIter::from_bytes(data, id.kind())
-            .map(|e| {
-                e.map(|e| {
-                    (
-                        e.filename.to_string(),
-                        e.mode.is_tree(),
-                        e.mode.is_blob_or_symlink(),
-                        e.oid.to_owned(),
-                    )
-                })
-                .map_err(|err| format!("tree {id}: {err}"))
-            })
-            .collect()
-    };
-    let old_entries: HashMap<String, (bool, bool, ObjectId)> = entries(old)?
+    let old_entries: HashMap<String, (EntryKind, ObjectId)> = read_tree(odb, old)?
         .into_iter()
-        .map(|(n, t, b, id)| (n, (t, b, id)))
+        .map(|e| (e.name, (e.kind, e.id)))
         .collect();
-    for (name, is_tree, is_blob, id) in entries(new)? {
+    let mut links = Vec::new();
+    let mut links_changed = false;
+    for Entry { name, kind, id } in read_tree(odb, new)? {
         let path = if prefix.is_empty() {
             name.clone()
         } else {
             format!("{prefix}/{name}")
         };
-        let before = old_entries.get(&name);
-        if is_tree {
-            let old_tree = before.filter(|b| b.0).map(|b| b.2);
-            diff_trees(odb, old_tree, Some(id), &path, out)?;
-        } else if is_blob {
-            match before {
-                Some((_, true, old_id)) if *old_id == id => {}
-                Some((_, true, old_id)) => out.push(Change {
+        let before = old_entries.get(&name).copied();
+        match kind {
+            EntryKind::Tree => {
+                let old_tree = before.filter(|b| b.0 == EntryKind::Tree).map(|b| b.1);
+                let len = out.len();
+                diff_trees(odb, old_tree, Some(id), &path, out)?;
+                if old_tree.is_none() && out.len() == len {
+                    out.push(Change::Dir { path });
+                }
+            }
+            EntryKind::Blob => match before {
+                Some((EntryKind::Blob, old_id)) if old_id == id => {}
+                Some((EntryKind::Blob, old_id)) => out.push(Change::Blob {
                     path,
                     new: id,
-                    old: Some(*old_id),
+                    old: Some(old_id),
                 }),
-                _ => out.push(Change {
+                _ => out.push(Change::Blob {
                     path,
                     new: id,
                     old: None,
                 }),
+            },
+            EntryKind::Gitlink => {
+                if before != Some((EntryKind::Gitlink, id)) {
+                    links_changed = true;
+                    out.push(Change::Gitlink {
+                        path: path.clone(),
+                        id,
+                    });
+                }
+                links.push((path, id));
             }
         }
+    }
+    if links_changed {
+        out.push(Change::GitlinkIds {
+            dir: prefix.to_string(),
+            links,
+        });
     }
     Ok(())
 }
@@ -579,6 +1181,21 @@ fn walk(odb: &Objects, tips: &[ObjectId], hidden: &[ObjectId]) -> Result<Vec<Obj
     Ok(out)
 }
 
+/// A full hex id as is (it may name an object only the quarantine has),
+/// anything else through rev-parse.
+fn resolve_one(repo: &gix::Repository, s: &str) -> Result<ObjectId, Error> {
+    let rerr = |message: String| Error::GitRange {
+        spec: s.to_string(),
+        message,
+    };
+    if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return ObjectId::from_hex(s.as_bytes()).map_err(|e| rerr(e.to_string()));
+    }
+    repo.rev_parse_single(s)
+        .map(|id| id.detach())
+        .map_err(|e| rerr(e.to_string()))
+}
+
 fn resolve_range(
     repo: &gix::Repository,
     odb: &Objects,
@@ -589,14 +1206,7 @@ fn resolve_range(
         spec: spec.to_string(),
         message,
     };
-    let one = |s: &str| -> Result<ObjectId, Error> {
-        if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return ObjectId::from_hex(s.as_bytes()).map_err(|e| rerr(s, e.to_string()));
-        }
-        repo.rev_parse_single(s)
-            .map(|id| id.detach())
-            .map_err(|e| rerr(s, e.to_string()))
-    };
+    let one = |s: &str| resolve_one(repo, s);
     match range {
         Range::All => {
             let mut tips = Vec::new();

@@ -25,7 +25,7 @@ pub mod walk;
 pub use builtin::ids as builtin_rule_ids;
 pub use engine::{ScanOptions, Scanner, OVERLAP, WINDOW};
 pub use error::Error;
-pub use finding::{redact, Finding};
+pub use finding::{redact, redact_span, Finding};
 pub use git::GitFinding;
 pub use known::{encoded_forms, KnownSecrets, RULE_ID as KNOWN_SECRET_RULE_ID};
 pub use rules::Rules;

@@ -337,6 +337,18 @@ impl Rules {
         self.inner.rules.iter().map(|r| r.id.as_str())
     }
 
+    /// True when no rule or allowlist looks at the file path or the commit:
+    /// a blob then has the same findings wherever it appears, and is scanned once.
+    pub(crate) fn context_free(&self) -> bool {
+        let free = |a: &Allowlist| a.commits.is_empty() && a.paths.is_empty();
+        let inner = &self.inner;
+        inner.allowlists.iter().all(free)
+            && inner
+                .rules
+                .iter()
+                .all(|r| r.path.is_none() && r.allowlists.iter().all(free))
+    }
+
     pub(crate) fn path_allowed(&self, path: &str) -> bool {
         self.inner
             .allowlists

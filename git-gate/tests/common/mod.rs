@@ -475,9 +475,14 @@ pub struct Push {
 
 impl Client {
     fn git_in(&self, dir: &Path, args: &[&str]) -> Output {
+        self.git_in_env(dir, args, &[])
+    }
+
+    fn git_in_env(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         run(Command::new("git")
             .current_dir(dir)
             .env_clear()
+            .envs(env.iter().copied())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -500,6 +505,17 @@ impl Client {
 
     pub fn git_ok(&self, args: &[&str]) -> String {
         let out = self.git(args);
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Like `git_ok`, with extra environment (commit dates, identities).
+    pub fn git_env_ok(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.git_in_env(&self.path, args, env);
         assert!(
             out.status.success(),
             "git {args:?} failed: {}",

@@ -257,3 +257,181 @@ fn missing_binary_says_how_to_build_it() {
         "{e}"
     );
 }
+
+/// The gate runs C git on the bottle's most hostile input and holds the push
+/// key: its image is git, git-daemon, ssh, sh and their libraries on an
+/// empty root, nothing else. Every problem found is listed at once.
+fn gate_image_problems(tag: &str) -> Vec<String> {
+    const MAX_BYTES: u64 = 60_000_000;
+    let mut problems = Vec::new();
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker CLI runs")
+    };
+
+    let out = docker(&["image", "inspect", "-f", "{{.Size}} {{.Config.User}}", tag]);
+    assert!(out.status.success(), "inspect {tag}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (size, user) = text.trim().split_once(' ').expect("size and user");
+    let size: u64 = size.parse().expect("a size");
+    eprintln!("{tag}: {size} bytes, USER {user}");
+    if size > MAX_BYTES {
+        problems.push(format!("{size} bytes, more than {MAX_BYTES}"));
+    }
+    if user != "10003" {
+        problems.push(format!("USER is {user:?}, not 10003"));
+    }
+
+    // The file system, without running anything of the image.
+    let name = format!("bb-images-gate-{}", std::process::id());
+    let _guard = ContainerGuard(name.clone());
+    let created = docker(&[
+        "create",
+        "--name",
+        &name,
+        "--label",
+        "dev.bot-bottle.test=images",
+        tag,
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let export = Command::new("docker")
+        .args(["export", &name])
+        .output()
+        .expect("docker export");
+    assert!(export.status.success(), "docker export {name}");
+    let mut paths = Vec::new();
+    for e in tar::Archive::new(&export.stdout[..]).entries().unwrap() {
+        let e = e.unwrap();
+        paths.push(e.path().unwrap().display().to_string());
+    }
+    let base = |p: &str| {
+        p.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let unwanted: Vec<&String> = paths
+        .iter()
+        .filter(|p| {
+            let b = base(p);
+            b.starts_with("python")
+                || b.starts_with("perl")
+                || ["curl", "wget", "sshd", "apt", "apt-get", "dpkg", "bash"].contains(&b.as_str())
+        })
+        .collect();
+    for p in unwanted.iter().take(20) {
+        problems.push(format!("{p} is in the image"));
+    }
+    if unwanted.len() > 20 {
+        problems.push(format!("… and {} more such paths", unwanted.len() - 20));
+    }
+    for want in [
+        "usr/bin/git",
+        "usr/lib/git-core/git-daemon",
+        "usr/bin/ssh",
+        "usr/bin/sh",
+        "usr/local/bin/git-gate",
+        "etc/ssl/certs/ca-certificates.crt",
+    ] {
+        if !paths.iter().any(|p| p.trim_end_matches('/') == want) {
+            problems.push(format!("{want} is missing"));
+        }
+    }
+
+    // What the gate runs works there (every library present), as uid 10003,
+    // and none of the removed programs is on PATH.
+    let script = r#"
+git --version || echo "broken git"
+case "$(git daemon -h 2>&1)" in *"usage: git daemon"*) ;; *) echo "broken git-daemon" ;; esac
+ssh -V 2>&1 || echo "broken ssh"
+for p in git ssh sh; do command -v $p >/dev/null || echo "missing $p"; done
+for p in python3 curl sshd apt perl; do if command -v $p >/dev/null; then echo "found $p"; fi; done
+while read k v _; do if [ "$k" = Uid: ]; then echo "uid $v"; fi; done < /proc/self/status
+"#;
+    let ran = docker(&[
+        "run",
+        "--rm",
+        "--label",
+        "dev.bot-bottle.test=images",
+        "--network",
+        "none",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--entrypoint",
+        "/bin/sh",
+        tag,
+        "-c",
+        script,
+    ]);
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    if !ran.status.success() {
+        problems.push(format!("sh did not run the checks: {stdout}{stderr}"));
+    }
+    for l in stdout.lines() {
+        if ["broken ", "missing ", "found "]
+            .iter()
+            .any(|p| l.starts_with(p))
+        {
+            problems.push(format!("{l} (stderr: {})", stderr.trim()));
+        }
+    }
+    if !stdout.lines().any(|l| l == "uid 10003") {
+        problems.push(format!("does not run as uid 10003: {stdout}"));
+    }
+    if !stdout.contains("git version") || !stdout.contains("OpenSSH") {
+        problems.push(format!("git or ssh gave no version: {stdout}{stderr}"));
+    }
+    problems
+}
+
+#[tokio::test]
+async fn git_gate_image_is_minimal() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let docker = match images::connect_engine().await {
+        Ok(d) => d,
+        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
+        Err(e) => {
+            eprintln!("skipping: no Docker engine ({e})");
+            return;
+        }
+    };
+    if docker.inspect_image(&images::base_image()).await.is_err() {
+        assert!(!ci(), "CI=true but the base image is missing");
+        eprintln!("skipping: base image missing");
+        return;
+    }
+    if let Err(e) = images::find_binary("git-gate") {
+        assert!(!ci(), "CI=true but {e}");
+        eprintln!("skipping: {e}");
+        return;
+    }
+    // Through the CLI, as an operator builds it.
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["images", "build", "--only", "git-gate"])
+        .output()
+        .expect("orchestrator runs");
+    assert!(
+        out.status.success(),
+        "images build --only git-gate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tag = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("git-gate\t"))
+        .expect("the CLI prints the tag")
+        .to_string();
+    assert_eq!(tag, images::planned_tag("git-gate").unwrap());
+    let problems = gate_image_problems(&tag);
+    assert!(problems.is_empty(), "{tag}:\n{}", problems.join("\n"));
+}

@@ -522,12 +522,18 @@ async fn outer(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     {
         return plain_status(StatusCode::OK, "ok");
     }
+    refuse_protocol(
+        &shared,
+        &req,
+        "egress is a forward proxy: send absolute-form http:// requests or CONNECT",
+    )
+}
+
+/// Refuses (and audits) a request the listener does not serve at all.
+fn refuse_protocol(shared: &Shared, req: &Request<Incoming>, detail: &str) -> Response<Body> {
     let st = shared.current();
     let start = Instant::now();
-    let r = refused(
-        Kind::Protocol,
-        "egress is a forward proxy: send absolute-form http:// requests or CONNECT",
-    );
+    let r = refused(Kind::Protocol, detail);
     let host = req.uri().host().unwrap_or("").to_string();
     let rec = record(
         &st,
@@ -546,23 +552,11 @@ async fn gate(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if req.method() == Method::CONNECT {
         return connect(shared, req, Side::Gate).await;
     }
-    let st = shared.current();
-    let start = Instant::now();
-    let r = refused(
-        Kind::Protocol,
+    refuse_protocol(
+        &shared,
+        &req,
         "this listener serves only git-gate's CONNECT tunnels to its upstreams",
-    );
-    let host = req.uri().host().unwrap_or("").to_string();
-    let rec = record(
-        &st,
-        req.method().as_str(),
-        "http",
-        &host,
-        0,
-        req.uri().path(),
-    );
-    log_refusal(&st, rec, &r, start);
-    refusal(&st, r.kind, &r.detail)
+    )
 }
 
 async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>, side: Side) -> Response<Body> {

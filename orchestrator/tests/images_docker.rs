@@ -23,6 +23,19 @@ fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The engine, or None (a printed skip) without one; with CI=true a failure.
+async fn engine_or_skip() -> Option<bollard::Docker> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match images::connect_engine().await {
+        Ok(d) => Some(d),
+        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
+        Err(e) => {
+            eprintln!("skipping: no Docker engine ({e})");
+            None
+        }
+    }
+}
+
 /// Removes the test's container even when an assertion fails.
 struct ContainerGuard(String);
 impl Drop for ContainerGuard {
@@ -44,14 +57,8 @@ impl Drop for ImageGuard {
 #[tokio::test]
 async fn builds_test_agent_and_runs_id_in_it() {
     let _serial = SERIAL.lock().await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let docker = match images::connect_engine().await {
-        Ok(d) => d,
-        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
-        Err(e) => {
-            eprintln!("skipping: no Docker engine ({e})");
-            return;
-        }
+    let Some(docker) = engine_or_skip().await else {
+        return;
     };
     if docker.inspect_image(&images::base_image()).await.is_err() {
         let msg = format!(
@@ -145,14 +152,8 @@ async fn unknown_image_is_refused_with_the_known_list() {
 #[tokio::test]
 async fn builds_an_agent_image_from_the_manifest_dockerfile() {
     let _serial = SERIAL.lock().await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let docker = match images::connect_engine().await {
-        Ok(d) => d,
-        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
-        Err(e) => {
-            eprintln!("skipping: no Docker engine ({e})");
-            return;
-        }
+    let Some(docker) = engine_or_skip().await else {
+        return;
     };
     if docker.inspect_image(&images::base_image()).await.is_err() {
         assert!(!ci(), "CI=true but the base image is missing");
@@ -219,14 +220,8 @@ async fn builds_an_agent_image_from_the_manifest_dockerfile() {
 #[tokio::test]
 async fn missing_base_image_points_to_the_bootstrap() {
     let _serial = SERIAL.lock().await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let docker = match images::connect_engine().await {
-        Ok(d) => d,
-        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
-        Err(e) => {
-            eprintln!("skipping: no Docker engine ({e})");
-            return;
-        }
+    let Some(docker) = engine_or_skip().await else {
+        return;
     };
     std::env::set_var(
         images::BASE_IMAGE_ENV,
@@ -396,14 +391,8 @@ while read k v _; do if [ "$k" = Uid: ]; then echo "uid $v"; fi; done < /proc/se
 #[tokio::test]
 async fn git_gate_image_is_minimal() {
     let _serial = SERIAL.lock().await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let docker = match images::connect_engine().await {
-        Ok(d) => d,
-        Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
-        Err(e) => {
-            eprintln!("skipping: no Docker engine ({e})");
-            return;
-        }
+    let Some(docker) = engine_or_skip().await else {
+        return;
     };
     if docker.inspect_image(&images::base_image()).await.is_err() {
         assert!(!ci(), "CI=true but the base image is missing");

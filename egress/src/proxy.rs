@@ -198,13 +198,11 @@ impl ProxyHandle {
 
     pub fn reload(&self, config: Config) -> Result<(), Error> {
         let old = self.shared.current();
-        let (old_listen, old_gate) = (old.config.listen, old.config.gate_listen);
-        drop(old);
-        if config.listen != old_listen {
-            tracing::warn!(old = %old_listen, new = %config.listen, "listen cannot change on reload; keeping the old address");
+        if config.listen != old.config.listen {
+            tracing::warn!(old = %old.config.listen, new = %config.listen, "listen cannot change on reload; keeping the old address");
         }
-        if config.gate_listen != old_gate {
-            tracing::warn!(old = ?old_gate, new = ?config.gate_listen, "gate_listen cannot change on reload; keeping the old listener");
+        if config.gate_listen != old.config.gate_listen {
+            tracing::warn!(old = ?old.config.gate_listen, new = ?config.gate_listen, "gate_listen cannot change on reload; keeping the old listener");
         }
         let state = State::build(config, self.shared.resolver.clone())?;
         let routes = state.config.routes.len();

@@ -558,7 +558,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
 
     // Networks (the gate network only where git-gate runs).
     let [internal, broker, egress_net, gate_net] = subnets_for(&id);
-    let has_remotes = !bottle.remotes.is_empty();
+    let has_git = !bottle.remotes.is_empty();
     let networks: Vec<NetworkPlan> = [
         (NetworkRole::Internal, internal, true),
         (NetworkRole::Broker, broker, true),
@@ -566,7 +566,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
         (NetworkRole::Gate, gate_net, true),
     ]
     .into_iter()
-    .filter(|(role, _, _)| *role != NetworkRole::Gate || has_remotes)
+    .filter(|(role, _, _)| *role != NetworkRole::Gate || has_git)
     .map(|(role, subnet, internal)| NetworkPlan {
         role,
         name: format!("bb-{id}-{}", role.as_str()),
@@ -783,7 +783,6 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
     }
 
     let has_auth = !tokens.is_empty();
-    let has_git = !remotes.is_empty();
     let home_hash = home.hash();
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_ID.to_string(), id.clone());
@@ -957,22 +956,18 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
     }
     let mut sidecars = Vec::new();
     for role in roles {
-        let nets: &[NetworkRole] = match (role, has_git) {
-            (Role::Egress, false) => &[
-                NetworkRole::Internal,
-                NetworkRole::Broker,
-                NetworkRole::Egress,
-            ],
-            (Role::Egress, true) => &[
-                NetworkRole::Internal,
-                NetworkRole::Broker,
-                NetworkRole::Egress,
-                NetworkRole::Gate,
-            ],
-            (Role::CredProxy, _) => &[NetworkRole::Broker, NetworkRole::Egress],
-            (Role::GitGate, _) => &[NetworkRole::Internal, NetworkRole::Gate],
+        let wanted: &[NetworkRole] = match role {
+            Role::Egress => &NetworkRole::ALL,
+            Role::CredProxy => &[NetworkRole::Broker, NetworkRole::Egress],
+            Role::GitGate => &[NetworkRole::Internal, NetworkRole::Gate],
             _ => &[NetworkRole::Internal],
         };
+        // Only networks this bottle has (no gate network without git remotes).
+        let nets: Vec<NetworkRole> = wanted
+            .iter()
+            .copied()
+            .filter(|w| networks.iter().any(|n| n.role == *w))
+            .collect();
         let bin = role.binary().expect("sidecar role");
         let (image, image_source) = match overrides.iter().find(|(r, _)| *r == role) {
             Some((_, img)) => (img.clone(), ImageSource::Override { image: img.clone() }),

@@ -553,11 +553,12 @@ fn scan_metadata(
     for (id, list) in changes {
         let commit = id.to_string();
         for ch in list {
+            // Blobs are scan_blobs_*'s; each name or id once.
             if matches!(ch, Change::Blob { .. }) || !seen.insert(ch.key()) {
                 continue;
             }
             let found = match ch {
-                Change::Blob { .. } => continue,
+                Change::Blob { .. } => unreachable!("skipped above"),
                 Change::Dir { path } => name_findings(scanner, path, &commit, Place::DirectoryName),
                 Change::Gitlink { path, .. } => {
                     name_findings(scanner, path, &commit, Place::GitlinkPath)

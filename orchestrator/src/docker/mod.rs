@@ -87,9 +87,7 @@ pub const DNS_NOWHERE: &str = "192.0.2.1";
 /// True for a container on internal networks only: it must not resolve
 /// outside names (egress resolves what a route allows).
 fn no_way_out(spec: &ServiceSpec) -> bool {
-    spec.domains
-        .iter()
-        .all(|d| matches!(d, Domain::Internal | Domain::Broker | Domain::Gate))
+    spec.domains.iter().all(|d| !d.has_way_out())
 }
 
 fn engine_err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Error {

@@ -198,7 +198,20 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         (git push -q origin agent/ok >/dev/null 2>&1 && echo PUSH_OK=yes || echo PUSH_OK=no); \
         git checkout -q -b main && (git push -q origin main >/dev/null 2>&1 && echo PUSH_MAIN=yes || echo PUSH_MAIN=no); \
         git checkout -q -b agent/leak && echo \"$BOT_BOTTLE_CANARY\" > leak && git add leak && git commit -qm leak && \
-        (git push -q origin agent/leak >/dev/null 2>&1 && echo PUSH_CANARY=yes || echo PUSH_CANARY=no)";
+        (git push -q origin agent/leak >/dev/null 2>&1 && echo PUSH_CANARY=yes || echo PUSH_CANARY=no); \
+        at() { git checkout -q -B \"$1\" \"$2\" && printf \"$3\" \"$BOT_BOTTLE_CANARY\" > f && git add -A && \
+          GIT_COMMITTER_DATE=\"$4\" GIT_AUTHOR_DATE=\"$4\" git commit -qm work; }; \
+        at q agent/ok 'token %s\\nx\\n' 2030-01-04T00:00:00Z && at r q 'token %s\\n' 2030-01-01T00:00:00Z && \
+        at t agent/ok 'token %s\\n' 2030-01-03T00:00:00Z && at u t 'token %s\\nx\\n' 2030-01-02T00:00:00Z && \
+        (git push -q origin q:refs/heads/agent/q r:refs/heads/agent/r t:refs/heads/agent/t u:refs/heads/agent/u >/dev/null 2>&1 \
+          && echo PUSH_ORDER=yes || echo PUSH_ORDER=no); \
+        git checkout -q -B agent/author agent/ok && echo clean > a && git add a && \
+        git -c user.name=\"$BOT_BOTTLE_CANARY\" commit -qm clean && \
+        (git push -q origin agent/author >/dev/null 2>&1 && echo PUSH_AUTHOR=yes || echo PUSH_AUTHOR=no); \
+        git checkout -q -B agent/gitlink agent/ok && \
+        git update-index --add --cacheinfo \"160000,1111111111111111111111111111111111111111,vendor/$BOT_BOTTLE_CANARY\" && \
+        git commit -qm vendor && \
+        (git push -q origin agent/gitlink >/dev/null 2>&1 && echo PUSH_GITLINK=yes || echo PUSH_GITLINK=no)";
     let o = th
         .cmd()
         .args(["start", "g", "-y", "--detach"])
@@ -305,6 +318,15 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         out.contains("PUSH_CANARY=no"),
         "a push of the canary is refused:\n{out}"
     );
+    // The push scan's three ways around it, from the agent's own git: commit
+    // dates ordered so each canary line looks "old" in the other branch's
+    // parent, the canary as author name, the canary as a gitlink's path.
+    for attack in ["PUSH_ORDER", "PUSH_AUTHOR", "PUSH_GITLINK"] {
+        assert!(
+            out.contains(&format!("{attack}=no")),
+            "{attack}: the push carrying the canary is refused:\n{out}\n{err}"
+        );
+    }
     let branches = Command::new("docker")
         .args([
             "exec",
@@ -321,10 +343,23 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         branches.contains("agent/ok"),
         "the accepted push reached the upstream: {branches}"
     );
-    assert!(
-        !branches.contains("main") && !branches.contains("agent/leak"),
-        "refused pushes never reach it: {branches}"
-    );
+    for refused in [
+        "main",
+        "agent/leak",
+        "agent/q",
+        "agent/r",
+        "agent/t",
+        "agent/u",
+        "agent/author",
+        "agent/gitlink",
+    ] {
+        assert!(
+            !branches
+                .lines()
+                .any(|b| b.trim_start_matches(['*', ' ']) == refused),
+            "refused push {refused} never reaches it: {branches}"
+        );
+    }
     let o = th
         .cmd()
         .args(["cleanup", "-y"])

@@ -37,9 +37,7 @@ step "building the orchestrator and the sidecar binaries (release, static)"
 cargo build --release -p orchestrator -p egress -p cred-proxy -p git-gate
 
 step "base image (built locally once, no registry)"
-if ! docker image inspect bot-bottle/base:bookworm >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then images/bootstrap-base.sh; else sudo images/bootstrap-base.sh; fi
-fi
+images/ensure-base.sh
 
 step "images (content-hash tags: unchanged images are not rebuilt)"
 "$ORCH" images build --only egress

@@ -10,10 +10,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 step() { printf '\n==> %s\n' "$*"; }
 
 step "base image (debootstrap, no registry needed)"
-if ! docker image inspect bot-bottle/base:bookworm >/dev/null 2>&1; then
-  command -v debootstrap >/dev/null || as_root apt-get install -y debootstrap
-  as_root images/bootstrap-base.sh
-fi
+images/ensure-base.sh
 
 step "one rustls crypto provider (ring) in the whole tree"
 for other in aws-lc-sys aws-lc-rs; do

@@ -1,10 +1,11 @@
 //! DLP on what leaves: which bytes of a request match a secret rule, a known secret or the
-//! canary, body decoding (gzip, deflate, br, zstd; bounded), opaque-body detection, and
-//! redaction (`[REDACTED:<rule>]`).
+//! canary (the scanner also looks through base64, hex, percent, JSON and HTML escapes and
+//! UTF-16), what marks a body as opaque, and redaction (`[REDACTED:<rule>]`) of the bytes as
+//! received. Bodies are decoded in [`crate::decode`] and scanned in windows in
+//! [`crate::window`].
 //!
 //! Never returns or logs the matched bytes themselves: a [`Hit`] carries the rule id and range.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use crate::config::{self, RouteDlp};
@@ -87,6 +88,14 @@ impl DlpEngine {
         if let Some(c) = &cfg.canary {
             known.push(c.as_bytes().to_vec());
         }
+        // Header names and host names reach upstream lower-cased: a secret written there loses
+        // its case, not its value.
+        let lower: Vec<Vec<u8>> = known
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .filter(|l| !known.contains(l))
+            .collect();
+        known.extend(lower);
         let (both, rules_only, known_only) = crate::scan::build(&cfg.rules, known)?;
         Ok(DlpEngine {
             both,
@@ -105,6 +114,12 @@ impl DlpEngine {
             (false, false) => return Vec::new(),
         };
         det.find(data)
+    }
+
+    /// The bottle's known secrets or canary in `data` (a host name: checked on every route,
+    /// before anything is resolved).
+    pub fn known_in(&self, data: &[u8]) -> Option<Hit> {
+        self.known_only.find(data).into_iter().next()
     }
 
     /// Redacts every finding (rules and known secrets) from a string headed for a log line.
@@ -139,91 +154,38 @@ pub fn redact(data: &[u8], hits: &[Hit]) -> Vec<u8> {
     out
 }
 
-/// Why a body could not be scanned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Opaque {
-    TooLarge,
-    Encoding(String),
-    Binary,
-}
+/// Why a body the scanner cannot see into is refused.
+pub const BINARY: &str = "binary, compressed or archive body cannot be scanned";
 
-impl std::fmt::Display for Opaque {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Opaque::TooLarge => f.write_str("body larger than max_body_bytes"),
-            Opaque::Encoding(e) => write!(f, "content-encoding {e} cannot be scanned"),
-            Opaque::Binary => f.write_str("binary or archive body cannot be scanned"),
-        }
-    }
-}
-
-/// Decodes a body per its `Content-Encoding` (possibly a list), bounded by `max` decoded bytes.
-pub fn decode_body(encoding: Option<&str>, body: &[u8], max: usize) -> Result<Vec<u8>, Opaque> {
-    let mut cur = body.to_vec();
-    let Some(enc) = encoding else {
-        return Ok(cur);
+/// A `Content-Type` of something the scanner cannot see into (archives, images, …).
+pub fn opaque_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return false;
     };
-    // Encodings are listed in the order applied: undo them from the last.
-    for e in enc.split(',').rev() {
-        let e = e.trim().to_ascii_lowercase();
-        let reader: Box<dyn Read + '_> = match e.as_str() {
-            "" | "identity" => continue,
-            "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(cur.as_slice())),
-            "deflate" => {
-                // "deflate" is zlib-wrapped per RFC 9110, but some clients send raw deflate.
-                if cur.first().is_some_and(|b| b & 0x0f == 8) {
-                    Box::new(flate2::read::ZlibDecoder::new(cur.as_slice()))
-                } else {
-                    Box::new(flate2::read::DeflateDecoder::new(cur.as_slice()))
-                }
-            }
-            "br" => Box::new(brotli::Decompressor::new(cur.as_slice(), 4096)),
-            "zstd" => Box::new(
-                zstd::stream::read::Decoder::new(cur.as_slice())
-                    .map_err(|_| Opaque::Encoding(e.clone()))?,
-            ),
-            other => return Err(Opaque::Encoding(other.to_string())),
-        };
-        let mut out = Vec::new();
-        reader
-            .take(max as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|_| Opaque::Encoding(e.clone()))?;
-        if out.len() > max {
-            return Err(Opaque::TooLarge);
-        }
-        cur = out;
-    }
-    Ok(cur)
+    let ct = ct.to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    const OPAQUE: &[&str] = &[
+        "application/zip",
+        "application/gzip",
+        "application/x-gzip",
+        "application/x-tar",
+        "application/x-7z-compressed",
+        "application/x-rar-compressed",
+        "application/x-bzip2",
+        "application/x-xz",
+        "application/zstd",
+        "application/java-archive",
+        "application/pdf",
+    ];
+    OPAQUE.contains(&mime)
+        || mime.starts_with("image/")
+        || mime.starts_with("audio/")
+        || mime.starts_with("video/")
 }
 
-/// Whether a (decoded) body is something the scanner cannot see into.
-pub fn is_opaque(content_type: Option<&str>, body: &[u8]) -> bool {
-    if let Some(ct) = content_type {
-        let ct = ct.to_ascii_lowercase();
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        const OPAQUE: &[&str] = &[
-            "application/zip",
-            "application/gzip",
-            "application/x-gzip",
-            "application/x-tar",
-            "application/x-7z-compressed",
-            "application/x-rar-compressed",
-            "application/x-bzip2",
-            "application/x-xz",
-            "application/zstd",
-            "application/java-archive",
-            "application/pdf",
-        ];
-        if OPAQUE.contains(&mime)
-            || mime.starts_with("image/")
-            || mime.starts_with("audio/")
-            || mime.starts_with("video/")
-        {
-            return true;
-        }
-    }
-    // Magic numbers of compressed/archive formats, then NUL bytes as the mark of binary data.
+/// Starts with the magic number of a compressed or archive format. (Formats without one —
+/// raw deflate, brotli — are caught as not being text.)
+pub fn has_archive_magic(body: &[u8]) -> bool {
     const MAGIC: &[&[u8]] = &[
         b"PK\x03\x04",
         b"\x1f\x8b",
@@ -233,16 +195,12 @@ pub fn is_opaque(content_type: Option<&str>, body: &[u8]) -> bool {
         b"7z\xbc\xaf\x27\x1c",
         b"Rar!",
     ];
-    if MAGIC.iter().any(|m| body.starts_with(m)) {
-        return true;
-    }
-    body.iter().take(64 * 1024).any(|b| *b == 0)
+    MAGIC.iter().any(|m| body.starts_with(m))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[test]
     fn redaction_replaces_and_merges() {
@@ -271,37 +229,11 @@ mod tests {
     }
 
     #[test]
-    fn decodes_bounded() {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&vec![b'a'; 5000]).unwrap();
-        let gz = gz.finish().unwrap();
-        assert_eq!(decode_body(Some("gzip"), &gz, 10_000).unwrap().len(), 5000);
-        assert_eq!(decode_body(Some("gzip"), &gz, 100), Err(Opaque::TooLarge));
-        let z = zstd::encode_all(&b"hello"[..], 3).unwrap();
-        assert_eq!(decode_body(Some("zstd"), &z, 100).unwrap(), b"hello");
-        let mut br = Vec::new();
-        {
-            let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
-            w.write_all(b"hello br").unwrap();
-        }
-        assert_eq!(decode_body(Some("br"), &br, 100).unwrap(), b"hello br");
-        let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        zl.write_all(b"zlib").unwrap();
-        assert_eq!(
-            decode_body(Some("deflate"), &zl.finish().unwrap(), 100).unwrap(),
-            b"zlib"
-        );
-        assert!(matches!(
-            decode_body(Some("compress"), b"x", 100),
-            Err(Opaque::Encoding(_))
-        ));
-    }
-
-    #[test]
-    fn opaque_detection() {
-        assert!(is_opaque(Some("application/zip"), b"x"));
-        assert!(is_opaque(None, b"PK\x03\x04rest"));
-        assert!(is_opaque(None, b"abc\0def"));
-        assert!(!is_opaque(Some("application/json"), b"{\"a\":1}"));
+    fn opaque_types_and_magic() {
+        assert!(opaque_type(Some("application/zip")));
+        assert!(opaque_type(Some("Image/PNG; q=1")));
+        assert!(!opaque_type(Some("application/json")));
+        assert!(has_archive_magic(b"PK\x03\x04rest"));
+        assert!(!has_archive_magic(b"{\"a\":1}"));
     }
 }

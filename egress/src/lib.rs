@@ -22,12 +22,16 @@ pub mod ssrf;
 
 pub use error::Error;
 pub mod audit;
+pub mod decode;
 pub mod dlp;
 pub mod hold;
 pub mod io;
 pub mod mint;
+pub mod pool;
 pub mod proxy;
 pub mod resolve;
 pub mod run;
 mod scan;
+pub mod scanned;
 pub mod upstream;
+pub mod window;

@@ -22,14 +22,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{now_rfc3339, AuditLog, AuditRecord};
 use crate::config::{normalize_host, Config, OnMatch, Route, RouteDlp, RouteKind};
+use crate::decode;
 use crate::dlp::{self, DlpEngine, ExactSet, Hit};
 use crate::error::Error;
-use crate::hold::{self, HoldOutcome, HoldSummary};
+use crate::hold::HoldSummary;
 use crate::io::{AuditGuard, Counted, PlaceholderGuard, Prefixed};
 use crate::mint::Minter;
+use crate::pool::ScanPool;
 use crate::resolve::{DialError, Dialer, Resolve};
+use crate::scanned::{self, FirstError, Holds, Refusal, Verdict};
 use crate::ssrf::{parse_ip_literal, SsrfGuard};
 use crate::upstream::{self, Body, BoxError, HandoffClient, UpstreamClient};
+use crate::window::{BodyPolicy, BodyScan, Piece};
 
 /// Path egress answers itself (origin-form) for `egress healthcheck`.
 pub const HEALTH_PATH: &str = "/__egress/health";
@@ -69,7 +73,7 @@ pub struct State {
     /// Upstream TLS offering only http/1.1 (protocol upgrades).
     pub tls_h1: Arc<rustls::ClientConfig>,
     pub handoff: Option<Handoff>,
-    pub dlp: DlpEngine,
+    pub dlp: Arc<DlpEngine>,
     pub audit: Arc<AuditLog>,
 }
 
@@ -117,7 +121,7 @@ impl State {
             }
             _ => None,
         };
-        let dlp = DlpEngine::load(&config.dlp)?;
+        let dlp = Arc::new(DlpEngine::load(&config.dlp)?);
         let audit = Arc::new(AuditLog::open(&config.audit_log)?);
         Ok(State {
             config,
@@ -150,6 +154,8 @@ impl State {
 
 struct Shared {
     state: RwLock<Arc<State>>,
+    /// Where request bodies are decoded and scanned.
+    pool: ScanPool,
     resolver: Arc<dyn Resolve>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -237,6 +243,7 @@ impl Proxy {
                 state: RwLock::new(Arc::new(state)),
                 resolver,
                 tasks: TaskTracker::new(),
+                pool: ScanPool::per_core(),
                 shutdown: CancellationToken::new(),
             }),
             listener,
@@ -424,7 +431,7 @@ fn record(
     AuditRecord {
         time: now_rfc3339(),
         bottle: st.config.bottle_id.clone(),
-        method: method.to_string(),
+        method: st.dlp.sanitize(method),
         scheme,
         host: st.dlp.sanitize(host).to_ascii_lowercase(),
         port,
@@ -583,6 +590,10 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>, side: Side) ->
     // Logged and echoed in the agent's spelling, so a secret in it is still recognised.
     let raw_host = auth.rsplit_once(':').map(|(h, _)| h).unwrap_or(&auth);
     let mut rec = record(&st, "CONNECT", "https", raw_host, port, "");
+    if let Some(r) = known_in_host(&st, raw_host) {
+        log_refusal(&st, rec, &r, start);
+        return refusal(&st, r.kind, &r.detail);
+    }
     if routes.is_empty() {
         let r = refused(
             Kind::Route,
@@ -782,6 +793,10 @@ async fn request(shared: Arc<Shared>, ctx: Arc<Ctx>, req: Request<Incoming>) -> 
         None => req.uri().host().unwrap_or_default().to_string(),
     };
     let mut rec = record(&st, req.method().as_str(), scheme, &raw_host, port, &pq);
+    if let Some(r) = known_in_host(&st, &raw_host) {
+        log_refusal(&st, rec, &r, start);
+        return refusal(&st, r.kind, &r.detail);
+    }
     match handle(&shared, &st, &ctx, req, &host, port, &mut rec, start).await {
         Ok(resp) => resp,
         Err(r) => {
@@ -789,6 +804,18 @@ async fn request(shared: Arc<Shared>, ctx: Arc<Ctx>, req: Request<Incoming>) -> 
             refusal(&st, r.kind, &r.detail)
         }
     }
+}
+
+/// The canary or a known secret of the bottle in a host name, as the agent spelled it: refused
+/// on every route (DLP or not), before the name is matched or resolved — a lookup of
+/// `<secret>.allowed.example` would carry it out through DNS.
+fn known_in_host(st: &State, raw_host: &str) -> Option<Refused> {
+    let hit = st.dlp.known_in(raw_host.as_bytes())?;
+    Some(Refused {
+        kind: Kind::Dlp,
+        detail: format!("secret ({}) in the host name", hit.rule_id),
+        rule: Some(hit.rule_id),
+    })
 }
 
 /// Checks `Host` and the URI authority against the connection's target (domain fronting).
@@ -938,26 +965,6 @@ fn strip_bottle_and_credentials(h: &mut HeaderMap, auth_route: bool) {
     }
 }
 
-/// Reads up to `max` bytes. `Err(Some(prefix, rest))` when the body is larger.
-enum Collected {
-    Full(Bytes),
-    Over(Bytes, Incoming),
-}
-
-async fn collect_limited(mut body: Incoming, max: usize) -> Result<Collected, BoxError> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        if let Ok(d) = frame.into_data() {
-            buf.extend_from_slice(&d);
-            if buf.len() > max {
-                return Ok(Collected::Over(buf.freeze(), body));
-            }
-        }
-    }
-    Ok(Collected::Full(buf.freeze()))
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn handle(
     shared: &Arc<Shared>,
@@ -1069,15 +1076,15 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     let mut send_pq = pq.clone();
     let up = Arc::new(AtomicU64::new(0));
-    let mut decision: &'static str = "allow";
+    let mut verdict: Option<Arc<Verdict>> = None;
 
     let body: Body = if let Some(d) = route_dlp {
-        let (pq2, body, dec) = apply_dlp(
-            st, d, &others, route, &mut parts, body, host, port, &pq, rec,
+        let (pq2, body, v) = apply_dlp(
+            shared, st, d, &others, route, &mut parts, body, host, port, &pq, rec,
         )
         .await?;
         send_pq = pq2;
-        decision = dec;
+        verdict = Some(v);
         body
     } else if others.is_empty() {
         body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
@@ -1204,6 +1211,15 @@ async fn handle(
         // the truncated request, the agent gets the refusal.
         return Err(placeholder_refusal(other, &route.id));
     }
+    if let Some(r) = verdict.as_deref().and_then(Verdict::refusal) {
+        // DLP broke the body off mid-way: whatever upstream made of the truncated request,
+        // the agent gets the refusal.
+        return Err(Refused {
+            kind: Kind::Dlp,
+            detail: r.detail.clone(),
+            rule: r.rule.clone(),
+        });
+    }
     let mut resp = match resp {
         Err(_) => {
             rec.decision = "error";
@@ -1238,7 +1254,7 @@ async fn handle(
         Ok(Ok(r)) => r,
     };
 
-    rec.decision = decision;
+    rec.decision = verdict.as_deref().map_or("allow", Verdict::decision);
     rec.status = Some(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = upgrade_fut {
@@ -1305,10 +1321,12 @@ fn first_rule(h: &[Hit]) -> Option<String> {
     h.first().map(|h| h.rule_id.clone())
 }
 
-/// Runs DLP on URL, host, headers and body; applies the route's action. Returns the path and
-/// query to send, the body to send, and the audit decision.
+/// Runs DLP on host, method, URL, header names and values, body and trailers, and applies the
+/// route's action. Returns the path and query to send, the body to send, and the verdict the
+/// body's scanning leaves for after the request has gone.
 #[allow(clippy::too_many_arguments)]
 async fn apply_dlp(
+    shared: &Arc<Shared>,
     st: &Arc<State>,
     d: &RouteDlp,
     others: &ExactSet,
@@ -1319,228 +1337,171 @@ async fn apply_dlp(
     port: u16,
     pq: &str,
     rec: &mut AuditRecord,
-) -> Result<(String, Body, &'static str), Refused> {
-    let max = st.dlp.max_body;
+) -> Result<(String, Body, Arc<Verdict>), Refused> {
     let dlp_refusal = |rule: Option<String>, detail: String| Refused {
         kind: Kind::Dlp,
         detail,
         rule,
     };
-    // Host labels: never redactable.
-    let host_hits = st.dlp.scan(d, host.as_bytes());
-    if !host_hits.is_empty() {
-        let rule = first_rule(&host_hits);
-        return Err(dlp_refusal(
-            rule.clone(),
-            format!("secret ({}) in the host name", rule.unwrap_or_default()),
-        ));
-    }
-    let url_hits = st.dlp.scan(d, pq.as_bytes());
-    let mut header_hits: Vec<(HeaderName, usize, Vec<Hit>)> = Vec::new();
-    for (i, (name, value)) in parts.headers.iter().enumerate() {
-        let h = st.dlp.scan(d, value.as_bytes());
-        if !h.is_empty() {
-            header_hits.push((name.clone(), i, h));
+    let from = |r: Refusal| dlp_refusal(r.rule, r.detail);
+    // Host labels and the method: never redactable.
+    for (what, data) in [
+        ("host name", host),
+        ("request method", parts.method.as_str()),
+    ] {
+        if let Some(rule) = first_rule(&st.dlp.scan(d, data.as_bytes())) {
+            return Err(dlp_refusal(
+                Some(rule.clone()),
+                format!("secret ({rule}) in the {what}"),
+            ));
         }
     }
+    let url_hits = st.dlp.scan(d, pq.as_bytes());
+    let field_hits = scanned::scan_fields(&st.dlp, d, &parts.headers);
+    let holds = Holds {
+        dir: st.config.holds_dir.clone(),
+        timeout: st.config.hold_timeout,
+        summary: HoldSummary {
+            id: String::new(),
+            time: String::new(),
+            bottle: st.config.bottle_id.clone(),
+            route: route.id.clone(),
+            method: st.dlp.sanitize(parts.method.as_str()),
+            host: host.to_string(),
+            port,
+            path: sanitize_path(&st.dlp, &dlp_redacted_path(pq, &url_hits)),
+            rules: Vec::new(),
+            timeout_secs: 0,
+        },
+    };
 
-    // Body: bounded, decoded, scanned.
+    // Body: the first window (all of a body that fits one) is scanned before anything is sent.
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.to_string());
-    let encoding = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.to_string());
-    let collected = collect_limited(body, max)
-        .await
-        .map_err(|_| refused(Kind::Protocol, "request body could not be read"))?;
-    enum B {
-        /// Scanned: (raw as received, decoded text).
-        Scanned(Bytes, Vec<u8>),
-        /// Opaque and the route opted in: forwarded unscanned.
-        Passthrough(Body),
+        .and_then(|v| v.to_str().ok());
+    let policy = BodyPolicy {
+        engine: st.dlp.clone(),
+        dlp: d.clone(),
+        others: others.clone(),
+        opaque_type: dlp::opaque_type(content_type),
+        window: st.dlp.max_body,
+    };
+    let scan = match decode::codings(&parts.headers) {
+        Ok(codings) => BodyScan::new(policy, &codings),
+        Err(why) if d.opaque_bodies => {
+            let _ = why;
+            BodyScan::passthrough(policy)
+        }
+        Err(why) => return Err(dlp_refusal(None, why.to_string())),
+    };
+    let first = match scanned::read_first(&shared.pool, scan, body).await {
+        Ok(f) => f,
+        Err(FirstError::Stop(stop)) => return Err(from(Refusal::from_stop(stop, &route.id))),
+        Err(FirstError::Read) => {
+            return Err(refused(Kind::Protocol, "request body could not be read"))
+        }
+    };
+    let verdict = Arc::new(Verdict::default());
+    let mut body_rules: Vec<String> = Vec::new();
+    let mut prefix = bytes::BytesMut::new();
+    for p in first.pieces {
+        match p {
+            Piece::Bytes(b) => prefix.extend_from_slice(&b),
+            Piece::Hold(rules) => body_rules.extend(rules),
+        }
     }
-    let b = match collected {
-        Collected::Over(prefix, rest) => {
-            if !d.opaque_bodies {
-                return Err(dlp_refusal(
-                    None,
-                    format!("request body larger than max_body_bytes ({max}) cannot be scanned"),
-                ));
-            }
-            let prefix_body = Full::new(prefix).map_err(|e| match e {});
-            let rest = rest.map_err(|e| Box::new(e) as BoxError);
-            let chained = http_body_util::BodyExt::boxed_unsync(Chain {
-                a: Some(prefix_body.boxed_unsync()),
-                b: rest.boxed_unsync(),
-            });
-            B::Passthrough(chained)
-        }
-        Collected::Full(raw) => match dlp::decode_body(encoding.as_deref(), &raw, max) {
-            Err(why) => {
-                if !d.opaque_bodies {
-                    return Err(dlp_refusal(None, format!("{why}")));
-                }
-                B::Passthrough(full(raw))
-            }
-            Ok(decoded) => {
-                if !decoded.is_empty() && dlp::is_opaque(content_type.as_deref(), &decoded) {
-                    if !d.opaque_bodies {
-                        return Err(dlp_refusal(None, dlp::Opaque::Binary.to_string()));
-                    }
-                    B::Passthrough(full(raw))
-                } else {
-                    B::Scanned(raw, decoded)
-                }
-            }
-        },
-    };
-    let body_hits = match &b {
-        B::Scanned(_, decoded) => {
-            if let Some(other) = others.find_in(decoded) {
-                return Err(placeholder_refusal(other, &route.id));
-            }
-            st.dlp.scan(d, decoded)
-        }
-        B::Passthrough(_) => Vec::new(),
-    };
+    if first.scan.redacted {
+        verdict.mark_redacted();
+    }
 
-    let any = !url_hits.is_empty() || !header_hits.is_empty() || !body_hits.is_empty();
-    if !any {
-        let body = match b {
-            B::Scanned(raw, _) => full(raw),
-            B::Passthrough(b) => b,
-        };
-        return Ok((pq.to_string(), body, "allow"));
-    }
-    let rule = first_rule(&url_hits)
-        .or_else(|| header_hits.first().and_then(|(_, _, h)| first_rule(h)))
-        .or_else(|| first_rule(&body_hits));
-    rec.rule = rule.clone();
-    let mut where_ = Vec::new();
+    // URL and header findings, and the first window's holds: one decision.
+    let mut where_: Vec<String> = Vec::new();
     if !url_hits.is_empty() {
         where_.push("URL".to_string());
     }
-    for (n, _, _) in &header_hits {
-        where_.push(format!("header {n}"));
-    }
-    if !body_hits.is_empty() {
-        where_.push("body".to_string());
-    }
-    let rule_s = rule.clone().unwrap_or_default();
-    match d.on_match {
-        OnMatch::Block => Err(dlp_refusal(
-            rule,
-            format!("secret ({rule_s}) in {}", where_.join(", ")),
-        )),
-        OnMatch::Redact => {
-            let new_pq = if url_hits.is_empty() {
-                pq.to_string()
-            } else {
-                let r = dlp::redact(pq.as_bytes(), &url_hits);
-                String::from_utf8_lossy(&r)
-                    .replace('[', "%5B")
-                    .replace(']', "%5D")
-            };
-            for (name, idx, hits) in &header_hits {
-                let values: Vec<HeaderValue> =
-                    parts.headers.get_all(name).iter().cloned().collect();
-                // Headers iterate in order; find this value's position among the name's values.
-                let before = parts
-                    .headers
-                    .iter()
-                    .take(*idx)
-                    .filter(|(n, _)| *n == name)
-                    .count();
-                if let Some(orig) = values.get(before) {
-                    let red = dlp::redact(orig.as_bytes(), hits);
-                    let mut new_vals = values.clone();
-                    new_vals[before] = HeaderValue::from_bytes(&red)
-                        .unwrap_or(HeaderValue::from_static("[REDACTED]"));
-                    parts.headers.remove(name);
-                    for v in new_vals {
-                        parts.headers.append(name.clone(), v);
-                    }
-                }
-            }
-            let body = match b {
-                B::Scanned(raw, decoded) => {
-                    if body_hits.is_empty() {
-                        full(raw)
-                    } else {
-                        let red = dlp::redact(&decoded, &body_hits);
-                        parts.headers.remove(header::CONTENT_ENCODING);
-                        parts
-                            .headers
-                            .insert(header::CONTENT_LENGTH, HeaderValue::from(red.len()));
-                        full(red)
-                    }
-                }
-                B::Passthrough(b) => b,
-            };
-            Ok((new_pq, body, "redact"))
-        }
-        OnMatch::Supervise => {
-            let Some(dir) = &st.config.holds_dir else {
+    where_.extend(field_hits.places("header"));
+    let rule =
+        first_rule(&url_hits).or_else(|| field_hits.hits().next().map(|h| h.rule_id.clone()));
+    let mut send_pq = pq.to_string();
+    if let Some(rule_s) = rule.clone() {
+        rec.rule = Some(rule_s.clone());
+        match d.on_match {
+            OnMatch::Block => {
                 return Err(dlp_refusal(
                     rule,
-                    "held for the operator but no holds_dir".into(),
-                ));
-            };
-            let summary = HoldSummary {
-                id: hold::new_id(),
-                time: now_rfc3339(),
-                bottle: st.config.bottle_id.clone(),
-                route: route.id.clone(),
-                method: parts.method.to_string(),
-                host: host.to_string(),
-                port,
-                path: sanitize_path(&st.dlp, &dlp_redacted_path(pq, &url_hits)),
-                rules: url_hits
-                    .iter()
-                    .chain(header_hits.iter().flat_map(|(_, _, h)| h.iter()))
-                    .chain(body_hits.iter())
-                    .map(|h| h.rule_id.clone())
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .collect(),
-                timeout_secs: st.config.hold_timeout.as_secs(),
-            };
-            match hold::hold(dir, &summary, st.config.hold_timeout).await {
-                HoldOutcome::Allow => {
-                    let body = match b {
-                        B::Scanned(raw, _) => full(raw),
-                        B::Passthrough(b) => b,
-                    };
-                    Ok((pq.to_string(), body, "hold-allow"))
-                }
-                HoldOutcome::Deny => Err(dlp_refusal(
-                    rule,
-                    format!(
-                        "secret ({rule_s}) in {}; the operator denied the held request {}",
-                        where_.join(", "),
-                        summary.id
-                    ),
-                )),
-                HoldOutcome::Timeout => Err(dlp_refusal(
-                    rule,
-                    format!(
-                        "secret ({rule_s}) in {}; held request {} timed out without a decision",
-                        where_.join(", "),
-                        summary.id
-                    ),
-                )),
-                HoldOutcome::Failed => Err(dlp_refusal(
-                    rule,
-                    "held request could not be recorded".into(),
-                )),
+                    format!("secret ({rule_s}) in {}", where_.join(", ")),
+                ))
             }
+            OnMatch::Redact => {
+                if !url_hits.is_empty() {
+                    let r = dlp::redact(pq.as_bytes(), &url_hits);
+                    send_pq = String::from_utf8_lossy(&r)
+                        .replace('[', "%5B")
+                        .replace(']', "%5D");
+                }
+                scanned::redact_fields(&mut parts.headers, &field_hits);
+                verdict.mark_redacted();
+            }
+            OnMatch::Supervise => {}
         }
     }
+    let mut rules: Vec<String> = Vec::new();
+    if d.on_match == OnMatch::Supervise {
+        rules.extend(url_hits.iter().map(|h| h.rule_id.clone()));
+        rules.extend(field_hits.hits().map(|h| h.rule_id.clone()));
+    }
+    if !body_rules.is_empty() {
+        where_.push("body".to_string());
+        rec.rule = rec.rule.take().or_else(|| body_rules.first().cloned());
+        rules.extend(body_rules);
+    }
+    if !rules.is_empty() {
+        rules.sort();
+        rules.dedup();
+        holds.ask(rules, &where_.join(", ")).await.map_err(from)?;
+        verdict.mark_held();
+    }
+
+    let body = match first.rest {
+        None => {
+            let mut trailers = first.trailers;
+            if let Some(t) = trailers.as_mut() {
+                if scanned::check_fields(&st.dlp, d, &holds, t, "trailer")
+                    .await
+                    .map_err(from)?
+                {
+                    verdict.mark_redacted();
+                }
+            }
+            if first.scan.redacted {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(prefix.len()));
+            }
+            scanned::whole(prefix.freeze(), trailers)
+        }
+        Some(rest) => {
+            if d.on_match == OnMatch::Redact {
+                // A later window may still change the length.
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            let rest = scanned::stream_rest(
+                &shared.tasks,
+                shared.pool.clone(),
+                first.scan,
+                rest,
+                holds,
+                route.id.clone(),
+                verdict.clone(),
+            );
+            http_body_util::BodyExt::boxed_unsync(Chain {
+                a: Some(full(prefix.freeze())),
+                b: rest,
+            })
+        }
+    };
+    Ok((send_pq, body, verdict))
 }
 
 fn dlp_redacted_path(pq: &str, hits: &[Hit]) -> String {

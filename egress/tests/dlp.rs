@@ -113,7 +113,7 @@ async fn block_in_url_header_body_and_gzip_body() {
 }
 
 #[tokio::test]
-async fn redact_in_url_header_and_gzip_body() {
+async fn redact_in_url_header_and_body_but_never_inside_gzip() {
     let env = TestEnv::new().await;
     let p = start_proxy(&dlp_config(
         &env,
@@ -127,10 +127,8 @@ async fn redact_in_url_header_and_gzip_body() {
         h,
         port,
         &format!("/r?a=1&t={KNOWN}"),
-        gzip(format!("before {KNOWN} after").as_bytes()),
+        format!("before {KNOWN} after"),
     );
-    req.headers_mut()
-        .insert("content-encoding", "gzip".parse().unwrap());
     req.headers_mut()
         .insert("x-data", format!("v={KNOWN}").parse().unwrap());
     let r = https(&env, p.addr, h, port, req).await;
@@ -145,17 +143,44 @@ async fn redact_in_url_header_and_gzip_body() {
         "{:?}",
         s.headers
     );
-    let b = String::from_utf8_lossy(&s.body);
-    assert!(
-        b.starts_with("before [REDACTED:") && b.ends_with("] after"),
-        "{b}"
+    assert_eq!(
+        String::from_utf8_lossy(&s.body),
+        "before [REDACTED:known-secret] after"
     );
-    assert!(!s.headers.contains_key("content-encoding"));
-    if let Some(cl) = s.headers.get("content-length") {
-        assert_eq!(cl.parse::<usize>().unwrap(), s.body.len());
-    }
+    assert_eq!(
+        s.headers["content-length"].parse::<usize>().unwrap(),
+        s.body.len()
+    );
     let audit = env.audit();
     assert!(audit.contains("\"decision\":\"redact\""), "{audit}");
+
+    // Inside a gzip body the bytes as sent cannot be edited: refused, never sent decoded.
+    let mut req = post(
+        h,
+        port,
+        "/gz",
+        gzip(format!("before {KNOWN} after").as_bytes()),
+    );
+    req.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.block().contains("cannot be redacted in place"),
+        "{}",
+        r.block()
+    );
+    // A clean gzip body goes as it came, still encoded.
+    let clean = gzip(b"nothing to see");
+    let mut req = post(h, port, "/gz", clean.clone());
+    req.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let last = env.seen().last().unwrap().clone();
+    assert_eq!(last.body, clean);
+    assert_eq!(last.headers["content-encoding"], "gzip");
+    assert_eq!(env.seen().len(), 2);
     assert_no_secret(&env);
 }
 
@@ -174,6 +199,8 @@ async fn opaque_and_oversized_bodies() {
     )
     .await;
     assert_eq!(r.status, 403, "binary body");
+    assert!(env.seen().is_empty());
+    // Larger than max_body_bytes: scanned in windows, not refused.
     let r = https(
         &env,
         p.addr,
@@ -182,9 +209,8 @@ async fn opaque_and_oversized_bodies() {
         post(h, port, "/big", vec![b'a'; 10_000]),
     )
     .await;
-    assert_eq!(r.status, 403, "over max_body_bytes");
-    assert!(r.block().contains("max_body_bytes"));
-    assert!(env.seen().is_empty());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.seen()[0].body.len(), 10_000);
 
     let env2 = TestEnv::new().await;
     let p2 = start_proxy(&dlp_config(&env2, "dlp = { opaque_bodies = true }", "")).await;
@@ -525,4 +551,326 @@ async fn supervise_without_decision_times_out_refused() {
         0,
         "hold file removed after the timeout"
     );
+}
+
+fn json_escaped(s: &str) -> String {
+    s.chars().map(|c| format!("\\u{:04x}", c as u32)).collect()
+}
+
+fn utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn secrets_behind_json_html_and_utf16_escapes_are_found() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let html: String = KNOWN
+        .chars()
+        .map(|c| format!("&#x{:x};", c as u32))
+        .collect();
+    for (what, b) in [
+        (
+            "JSON \\u escapes",
+            format!("{{\"k\":\"{}\"}}", json_escaped(KNOWN)).into_bytes(),
+        ),
+        ("HTML references", format!("<p>{html}</p>").into_bytes()),
+        ("UTF-16", utf16le(&format!("token: {KNOWN} and more text"))),
+    ] {
+        let r = https(&env, p.addr, h, port, post(h, port, "/esc", b)).await;
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+        assert!(r.block().starts_with("dlp: "), "{what}: {}", r.block());
+    }
+    assert!(env.seen().is_empty(), "nothing reached upstream");
+    // A clean UTF-16 body is text, scanned and passed unchanged.
+    let clean = utf16le("nothing secret in here, just text");
+    let r = https(&env, p.addr, h, port, post(h, port, "/u16", clean.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.seen()[0].body, clean);
+    assert_no_secret(&env);
+}
+
+#[tokio::test]
+async fn redacting_a_json_escaped_token_keeps_the_body_json() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(
+        &env,
+        "dlp = { outbound_on_match = \"redact\" }",
+        "",
+    ))
+    .await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let body = format!("{{\"prompt\":\"use {} now\",\"n\":1}}", json_escaped(KNOWN));
+    let r = https(&env, p.addr, h, port, post(h, port, "/j", body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = &env.seen()[0];
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.body).expect("the forwarded body is still JSON");
+    assert_eq!(v["prompt"], "use [REDACTED:known-secret] now");
+    assert_eq!(v["n"], 1);
+    assert_eq!(
+        s.headers["content-length"].parse::<usize>().unwrap(),
+        s.body.len()
+    );
+    assert!(env.audit().contains("\"decision\":\"redact\""));
+}
+
+#[tokio::test]
+async fn the_method_and_header_names_are_scanned() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let mut req = get(h, port, "/n");
+    req.headers_mut().insert(
+        http::HeaderName::from_bytes(format!("x-{CANARY}").as_bytes()).unwrap(),
+        "1".parse().unwrap(),
+    );
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403, "canary as a header name");
+    assert!(r.block().contains("header name"), "{}", r.block());
+    // Upper case in the secret: the name arrives lower-cased, still the secret.
+    let mut req = get(h, port, "/n");
+    req.headers_mut().insert(
+        http::HeaderName::from_bytes(KNOWN.to_ascii_lowercase().as_bytes()).unwrap(),
+        "1".parse().unwrap(),
+    );
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403, "known secret as a header name");
+    let mut req = get(h, port, "/m");
+    *req.method_mut() = http::Method::from_bytes(CANARY.as_bytes()).unwrap();
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403, "canary as the method");
+    assert!(r.block().contains("request method"), "{}", r.block());
+    assert!(env.seen().is_empty());
+    assert_no_secret(&env);
+}
+
+#[tokio::test]
+async fn every_content_encoding_is_undone_within_bounds() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let with = |b: Vec<u8>, codings: &[&str]| {
+        let mut req = post(h, port, "/ce", b);
+        for c in codings {
+            req.headers_mut()
+                .append("content-encoding", c.parse().unwrap());
+        }
+        req
+    };
+    // Two lines, applied in order: gzip, then br. Only the first was read before.
+    let both = brotli(&gzip(format!("data={KNOWN}").as_bytes()));
+    let r = https(&env, p.addr, h, port, with(both, &["gzip", "br"])).await;
+    assert_eq!(r.status, 403, "gzip then br: {}", r.text());
+    assert!(r.block().contains("known-secret"), "{}", r.block());
+
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        with(b"x".to_vec(), &["gzip, compress"]),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().contains("compress"), "{}", r.block());
+
+    let four = gzip(&gzip(&gzip(&gzip(b"clean"))));
+    let r = https(
+        &env,
+        p.addr,
+        h,
+        port,
+        with(four, &["gzip, gzip, gzip, gzip"]),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().contains("content-encodings"), "{}", r.block());
+
+    let bomb = gzip(&vec![b'a'; 64 << 20]);
+    let r = https(&env, p.addr, h, port, with(bomb, &["gzip"])).await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().contains("bomb"), "{}", r.block());
+
+    // Clean and encoded twice: forwarded as sent, encoded.
+    let clean = brotli(&gzip(b"nothing to see"));
+    let r = https(&env, p.addr, h, port, with(clean.clone(), &["gzip", "br"])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.seen()[0].body, clean);
+    assert_eq!(env.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn compressed_bytes_sent_as_plain_are_refused() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let text = format!("data={KNOWN} and some more text to compress");
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(text.as_bytes()).unwrap();
+    let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    d.write_all(text.as_bytes()).unwrap();
+    for (what, b) in [
+        ("zlib", z.finish().unwrap()),
+        ("raw deflate", d.finish().unwrap()),
+        ("brotli", brotli(text.as_bytes())),
+    ] {
+        let r = https(&env, p.addr, h, port, post(h, port, "/z", b)).await;
+        assert_eq!(r.status, 403, "{what} without a content-encoding");
+        assert!(
+            r.block().contains("cannot be scanned"),
+            "{what}: {}",
+            r.block()
+        );
+    }
+    assert!(env.seen().is_empty());
+}
+
+#[tokio::test]
+async fn known_secrets_in_the_host_are_refused_on_every_route_before_resolution() {
+    let env = TestEnv::new().await;
+    // Wildcard routes without DLP: they scan nothing else.
+    let cfg = format!(
+        "{}[[route]]\nid = \"wild\"\nhost = \"*.wild.example.test\"\nports = [443]\ndlp = {{ outbound_detectors = false }}\n\
+         [[route]]\nid = \"open\"\nhost = \"*.open.example.test\"\nports = [80]\ndlp = {{ outbound_detectors = false }}\n",
+        dlp_config(&env, "", "")
+    );
+    let p = start_proxy(&cfg).await;
+    for host in [
+        format!("{CANARY}.wild.example.test"),
+        format!("{KNOWN}.wild.example.test"),
+        format!("x.{}.wild.example.test", KNOWN.to_ascii_lowercase()),
+    ] {
+        let (status, head, _) = connect(p.addr, &format!("{host}:443")).await;
+        assert_eq!(status, 403, "{host}: {head}");
+        assert!(
+            head.to_ascii_lowercase().contains("x-bottle-block: dlp"),
+            "{head}"
+        );
+    }
+    let req = Request::builder()
+        .uri(format!("http://{CANARY}.open.example.test/x"))
+        .body(body(bytes::Bytes::new()))
+        .unwrap();
+    let r = plain(p.addr, req).await;
+    assert_eq!(r.status, 403);
+    assert!(r.block().starts_with("dlp: "), "{}", r.block());
+    assert_eq!(
+        p.resolver.queries.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no name was resolved"
+    );
+    assert_no_secret(&env);
+}
+
+#[tokio::test]
+async fn bodies_of_any_size_are_scanned_as_they_stream() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let line = b"{\"role\":\"user\",\"content\":\"a long conversation turn\\n\"},\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take(5 << 20).collect();
+    let r = https(&env, p.addr, h, port, post(h, port, "/clean", big.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        env.seen()[0].body,
+        big,
+        "a clean 5 MB body arrives whole and unchanged"
+    );
+
+    // The secret near the end, JSON-escaped: refused, and never reaches upstream.
+    let mut late = big.clone();
+    let at = late.len() - 300_000;
+    let esc = json_escaped(KNOWN);
+    late.splice(at..at + esc.len(), esc.bytes());
+    let r = https(&env, p.addr, h, port, post(h, port, "/late", late)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.block().contains("known-secret"), "{}", r.block());
+    for s in env.seen() {
+        assert!(
+            !String::from_utf8_lossy(&s.body).contains(&esc),
+            "the secret reached upstream"
+        );
+    }
+    assert_no_secret(&env);
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_redacted_in_place() {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(
+        &env,
+        "dlp = { outbound_on_match = \"redact\" }",
+        "",
+    ))
+    .await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let mut big: Vec<u8> = b"0123456789abcdef\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(3 << 20)
+        .collect();
+    let at = 2 << 20;
+    big.splice(at..at + KNOWN.len(), KNOWN.bytes());
+    let r = https(&env, p.addr, h, port, post(h, port, "/r", big.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = &env.seen()[0];
+    let mut want = big.clone();
+    want.splice(
+        at..at + KNOWN.len(),
+        b"[REDACTED:known-secret]".iter().copied(),
+    );
+    assert_eq!(s.body.len(), want.len());
+    assert!(s.body == want, "only the secret's bytes changed");
+    assert!(env.audit().contains("\"decision\":\"redact\""));
+}
+
+#[tokio::test]
+async fn trailers_are_scanned() {
+    use http_body_util::BodyExt;
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, "", "")).await;
+    let port = env.tls_port;
+    let h = "api.example.test";
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", format!("v={KNOWN}").parse().unwrap());
+    let frames: Vec<
+        Result<http_body::Frame<bytes::Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+    > = vec![
+        Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"clean body",
+        ))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let req = Request::builder()
+        .method("POST")
+        .uri("/t")
+        .header("host", format!("{h}:{port}"))
+        .header("trailer", "x-checksum")
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        .unwrap();
+    let r = https(&env, p.addr, h, port, req).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.block().contains("trailer"), "{}", r.block());
+    assert!(env.seen().is_empty());
+    assert_no_secret(&env);
 }

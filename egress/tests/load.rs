@@ -80,3 +80,98 @@ async fn thousand_concurrent_connections_complete_with_bounded_memory() {
     println!("RSS growth for {N} connections (proxy, upstream and clients in one process): {grown_mib} MiB");
     assert!(grown_mib < 256, "memory grew by {grown_mib} MiB");
 }
+
+/// Several large bodies being decoded and scanned on a DLP route: a small request still gets
+/// through promptly (scanning runs on the bounded scan pool, not on the async threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_bodies_in_flight_do_not_stall_a_small_request() {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const UPLOADS: usize = 3;
+    // More than the socket buffers between the client and egress can hold: egress has read
+    // (and so scanned) most of it.
+    const IN_FLIGHT: usize = 12 << 20;
+    let env = TestEnv::new().await;
+    let h = "api.example.test";
+    let port = env.tls_port;
+    let cfg = format!(
+        "{}ssrf_allow_cidrs = [\"127.0.0.0/8\"]\n{}[dlp]\nmax_body_bytes = 4096\n[[route]]\nid = \"api\"\nhost = \"{h}\"\nports = [{port}]\n",
+        env.head(),
+        env.resolves(&[h]),
+    );
+    let p = start_proxy(&cfg).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut counters = Vec::new();
+    let mut uploads = Vec::new();
+    for i in 0..UPLOADS {
+        let sent = Arc::new(AtomicUsize::new(0));
+        counters.push(sent.clone());
+        let stop = stop.clone();
+        let chunk = bytes::Bytes::from(
+            b"{\"role\":\"user\",\"content\":\"turn\\n\"},"
+                .iter()
+                .copied()
+                .cycle()
+                .take(64 << 10)
+                .collect::<Vec<u8>>(),
+        );
+        let stream = futures_util::stream::unfold((), move |()| {
+            let (stop, sent, chunk) = (stop.clone(), sent.clone(), chunk.clone());
+            async move {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                Some((
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http_body::Frame::data(
+                        chunk,
+                    )),
+                    (),
+                ))
+            }
+        });
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("/upload/{i}"))
+            .header("host", format!("{h}:{port}"))
+            .body(http_body_util::StreamBody::new(stream).boxed())
+            .unwrap();
+        let (ca_env, addr) = (&env, p.addr);
+        let tls = tls_through(ca_env, addr, &format!("{h}:{port}"), h, &[b"http/1.1"])
+            .await
+            .unwrap();
+        uploads.push(tokio::spawn(async move { h1(tls, req).await.status }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while counters
+        .iter()
+        .any(|c| c.load(Ordering::SeqCst) < IN_FLIGHT)
+    {
+        assert!(
+            uploads.iter().all(|u| !u.is_finished()),
+            "an upload ended before it was in flight (refused?)"
+        );
+        assert!(Instant::now() < deadline, "uploads did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = Instant::now();
+    let r = https(&env, p.addr, h, port, get(h, port, "/small")).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    println!("a small request took {took:?} with {UPLOADS} large bodies being scanned");
+    assert!(
+        uploads.iter().all(|u| !u.is_finished()),
+        "the large bodies were still in flight"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "small request took {took:?}"
+    );
+    stop.cancel();
+    for u in uploads {
+        assert_eq!(u.await.unwrap(), 200, "a large clean upload passes whole");
+    }
+}

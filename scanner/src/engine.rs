@@ -7,6 +7,7 @@ use crate::decode;
 use crate::finding::{fingerprint, redact, shannon_entropy, Finding};
 use crate::known::{self, KnownSecrets};
 use crate::rules::{Candidate, Rule, Rules};
+use crate::text;
 
 /// Inputs longer than this are scanned in overlapping windows so the
 /// per-scan working memory stays bounded.
@@ -23,6 +24,7 @@ const WINDOW_SLACK: usize = 64;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ScanOptions {
     /// Also look inside base64, base64url, hex and percent-encoded blobs,
+    /// and through JSON string escapes, HTML character references and UTF-16,
     /// nested up to a bounded depth.
     pub decode: bool,
 }
@@ -235,6 +237,18 @@ impl Scanner {
                     if !f.description.contains("(found ") {
                         f.description =
                             format!("{} (found {}-encoded)", f.description, blob.encoding.name());
+                    }
+                    out.push(f);
+                }
+            }
+            for view in text::views(data) {
+                let mut inner = Vec::new();
+                self.scan_fragment(&view.text, ctx, depth + 1, &mut inner);
+                for mut f in inner {
+                    (f.start, f.end) = view.original(f.start, f.end);
+                    if !f.description.contains("(found ") {
+                        f.description =
+                            format!("{} (found {})", f.description, view.encoding.name());
                     }
                     out.push(f);
                 }

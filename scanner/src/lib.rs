@@ -2,7 +2,8 @@
 //!
 //! Owns the secret rules (builtin, or loaded from a gitleaks TOML config),
 //! the scanning engine over bytes (keyword prefilter, regexes, entropy,
-//! allowlists, known secrets, decoding of encoded blobs), scanning of git
+//! allowlists, known secrets, decoding of encoded blobs and of text escapes:
+//! JSON, HTML references, UTF-16), scanning of git
 //! history with gix, and the reports of the `scanner` CLI.
 //!
 //! It must never print, log or return a full secret: findings carry a
@@ -20,6 +21,7 @@ mod go_regex;
 mod known;
 pub mod report;
 mod rules;
+mod text;
 pub mod walk;
 
 pub use builtin::ids as builtin_rule_ids;
@@ -29,3 +31,4 @@ pub use finding::{redact, redact_span, Finding};
 pub use git::GitFinding;
 pub use known::{encoded_forms, KnownSecrets, RULE_ID as KNOWN_SECRET_RULE_ID};
 pub use rules::Rules;
+pub use text::{is_text, MAX_EXPANSION};

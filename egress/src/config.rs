@@ -27,7 +27,7 @@
 //! host = "api.github.com"            # exact, or "*.example.com"
 //! ports = [443]                      # default [443, 80]
 //! methods = ["GET", "POST"]          # default: any
-//! paths = ["/repos/me/app/"]         # prefixes; default: any
+//! paths = ["/repos/me/app"]          # prefixes, on a segment boundary; default: any
 //! auth = { scheme = "Bearer", token_ref = "GH_TOKEN" }
 //! placeholder = "bb-placeholder-github"
 //! tunnel = false
@@ -385,7 +385,8 @@ pub enum RouteKind {
     Http {
         /// Empty = any method. Upper-case.
         methods: BTreeSet<String>,
-        /// Empty = any path. Each starts with `/`.
+        /// Empty = any path. Each is a clean path prefix (see [`crate::path`]),
+        /// matched on a segment boundary.
         paths: Vec<String>,
         upgrade: bool,
         /// `None` = DLP off for this route.
@@ -653,15 +654,8 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                 methods.insert(up);
             }
             for p in &r.paths {
-                if !p.starts_with('/') {
-                    return Err(err(format!("path prefix {p:?} must start with '/'")));
-                }
-                if p.bytes()
-                    .any(|b| b.is_ascii_control() || b == b' ' || b == b'#')
-                {
-                    return Err(err(format!(
-                        "path prefix {p:?} contains a forbidden character"
-                    )));
+                if let Err(why) = crate::path::check_prefix(p) {
+                    return Err(err(format!("path prefix {p:?}: {why}")));
                 }
             }
             if r.auth.is_some() {
@@ -892,6 +886,28 @@ mod tests {
         for case in cases {
             let t = format!("{BASE}{case}");
             assert!(parse(&t).is_err(), "accepted: {case}");
+        }
+    }
+
+    /// An operator's bad prefix is a config error naming the route and the value.
+    #[test]
+    fn bad_path_prefixes_name_the_route_and_the_value() {
+        for (bad, why) in [
+            ("/repos/../admin", "dot segment"),
+            ("/repos//me", "empty segment"),
+            ("/repos/me;v=1", "matrix parameter"),
+            ("/repos%2Fme", "encoded '/'"),
+            ("/repos\\me", "backslash"),
+            ("/search?q=x", "query"),
+            ("repos/me", "start with '/'"),
+        ] {
+            let t = format!(
+                "{BASE}[[route]]\nid = \"gh-api\"\nhost = \"api.github.com\"\npaths = [\"/ok\", {bad:?}]\n"
+            );
+            let e = parse(&t).expect_err(bad).to_string();
+            assert!(e.contains("\"gh-api\""), "{e}");
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 

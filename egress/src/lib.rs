@@ -26,6 +26,7 @@ pub mod dlp;
 pub mod hold;
 pub mod io;
 pub mod mint;
+pub mod path;
 pub mod proxy;
 pub mod resolve;
 pub mod run;

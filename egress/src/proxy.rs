@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::hold::{self, HoldOutcome, HoldSummary};
 use crate::io::{AuditGuard, Counted, PlaceholderGuard, Prefixed};
 use crate::mint::Minter;
+use crate::path;
 use crate::resolve::{DialError, Dialer, Resolve};
 use crate::ssrf::{parse_ip_literal, SsrfGuard};
 use crate::upstream::{self, Body, BoxError, HandoffClient, UpstreamClient};
@@ -845,43 +846,23 @@ fn check_authority(
     Ok(())
 }
 
-/// Dot segments (raw or percent-encoded) and backslashes would let a path escape its prefix.
-fn path_is_clean(path: &str) -> bool {
-    let decoded = percent_decode(path.as_bytes());
-    let d = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
-    if d.contains('\\') {
-        return false;
-    }
-    !d.split('/').any(|seg| seg == "." || seg == "..")
-}
-
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(a), Some(b)) = (hexval(s[i + 1]), hexval(s[i + 2])) {
-                out.push(a * 16 + b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
-}
-
-fn hexval(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
+/// Whether `route` lets the request through: method and path prefix (on a
+/// segment boundary).
 fn route_allows(route: &Route, method: &Method, path: &str) -> bool {
     match &route.kind {
         RouteKind::Tunnel => false,
-        RouteKind::Http { methods, paths, .. } => {
-            (methods.is_empty() || methods.contains(method.as_str()))
-                && (paths.is_empty() || paths.iter().any(|p| path.starts_with(p.as_str())))
+        RouteKind::Http { methods, .. } => {
+            (methods.is_empty() || methods.contains(method.as_str())) && path_allowed(route, path)
+        }
+    }
+}
+
+/// The path (without its query) lies under one of the route's prefixes.
+fn path_allowed(route: &Route, path: &str) -> bool {
+    match &route.kind {
+        RouteKind::Tunnel => false,
+        RouteKind::Http { paths, .. } => {
+            paths.is_empty() || paths.iter().any(|p| path::prefix_matches(p, path))
         }
     }
 }
@@ -986,17 +967,15 @@ async fn handle(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
     let path = pq.split('?').next().unwrap_or("");
-    if !path.starts_with('/') {
-        return Err(refused(
-            Kind::Protocol,
-            "request target must be an absolute path",
-        ));
-    }
-    if !path_is_clean(path) {
-        return Err(refused(
-            Kind::Protocol,
-            "path with dot segments or backslashes",
-        ));
+    match path::check(path) {
+        Ok(()) => {}
+        Err(path::PathProblem::NotAbsolute) => {
+            return Err(refused(
+                Kind::Protocol,
+                "request target must be an absolute path",
+            ))
+        }
+        Err(p) => return Err(refused(Kind::Protocol, format!("path refused: {p}"))),
     }
     let candidates: Vec<&Route> = st
         .config
@@ -1088,6 +1067,17 @@ async fn handle(
         PlaceholderGuard::new(raw, others, hit).boxed_unsync()
     };
     let body: Body = Counted::new(body, up.clone(), None).boxed_unsync();
+
+    // DLP may have redacted the URL: the path upstream sees must pass the same checks.
+    if send_pq != pq {
+        let sent_path = send_pq.split('?').next().unwrap_or("");
+        if path::check(sent_path).is_err() || !route_allows(route, &method, sent_path) {
+            return Err(refused(
+                Kind::Protocol,
+                format!("the redacted path is not allowed on route {}", route.id),
+            ));
+        }
+    }
 
     // Forward.
     let resp = if *auth {

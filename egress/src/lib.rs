@@ -23,6 +23,7 @@ pub mod ssrf;
 pub use error::Error;
 pub mod audit;
 pub mod dlp;
+pub mod forge;
 pub mod hold;
 pub mod io;
 pub mod mint;

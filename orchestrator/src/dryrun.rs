@@ -298,7 +298,15 @@ pub fn human(plan: &Plan, color: bool) -> String {
         } else {
             r.paths
                 .iter()
-                .map(|p| format!("{}*", p.value))
+                // A prefix matches on a segment boundary: `/a/b[/*]` is `/a/b`
+                // and what is under it, never `/a/b-c`.
+                .map(|p| {
+                    if p.value.ends_with('/') {
+                        format!("{}*", p.value)
+                    } else {
+                        format!("{}[/*]", p.value)
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };

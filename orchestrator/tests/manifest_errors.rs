@@ -587,3 +587,21 @@ fn manifest_file_names_are_plain() {
     );
     assert!(text.contains("project/.bot-bottle/agents"), "{text}");
 }
+
+/// A path prefix egress could never match (it refuses every such request)
+/// is refused where the operator wrote it.
+#[test]
+fn path_prefix_with_a_form_egress_refuses_is_an_error() {
+    for (value, why) in [
+        ("/repos/me/../admin", "dot segment"),
+        ("/repos//me", "empty segment"),
+        ("/repos/me;v=1", "matrix parameter"),
+        ("/repos%2Fme", "encoded '/'"),
+    ] {
+        assert_bottle_error(
+            &format!("egress:\n  routes:\n    - host: a.example.com\n      matches:\n        - paths: [{{ type: prefix, value: \"{value}\" }}]\n"),
+            "egress.routes[0].matches[0].paths[0].value",
+            &[&format!("{value:?}"), why],
+        );
+    }
+}

@@ -677,6 +677,15 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
                         p.value
                     ),
                 ));
+            } else if let Err(why) = egress::path::check_prefix(&p.value) {
+                // The same check egress runs on its config: one rule, one place.
+                problems.push(o.problem(
+                    &format!("{mo}.paths[{k}].value"),
+                    format!(
+                        "expected a URL path prefix egress can match, found {:?}: {why}",
+                        p.value
+                    ),
+                ));
             } else {
                 paths.push(PathMatch {
                     kind: p.kind,

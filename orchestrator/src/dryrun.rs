@@ -334,6 +334,14 @@ pub fn human(plan: &Plan, color: bool) -> String {
         if r.upgrade {
             let _ = write!(line, "  upgrades allowed");
         }
+        if r.forge && !r.allow_writes {
+            let _ = write!(
+                line,
+                "  git remote's forge: read-only (git clone/fetch work, git push refused)"
+            );
+        } else if r.forge {
+            let _ = write!(line, "  git remote's forge: git push refused");
+        }
         let _ = write!(line, "  [{}]", origin_short(&r.origin));
         let _ = writeln!(w, "{line}");
         if r.allow_writes {

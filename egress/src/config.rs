@@ -27,12 +27,14 @@
 //! host = "api.github.com"            # exact, or "*.example.com"
 //! ports = [443]                      # default [443, 80]
 //! methods = ["GET", "POST"]          # default: any
-//! paths = ["/repos/me/app/"]         # prefixes; default: any
+//! paths = ["/repos/me/app"]          # prefixes, on a segment boundary; default: any
 //! auth = { scheme = "Bearer", token_ref = "GH_TOKEN" }
 //! placeholder = "bb-placeholder-github"
 //! tunnel = false
 //! gate_only = false                  # true: served on gate_listen only, never to the agent
 //! upgrade = false
+//! forge = false                      # true: a git remote's forge: read-only, clone/fetch, never a push
+//! allow_writes = false               # on a forge route: the listed methods may write
 //! dlp = { outbound_detectors = ["token_patterns", "known_secrets"], outbound_on_match = "block", opaque_bodies = false }
 //!
 //! [[resolve]]
@@ -165,6 +167,14 @@ pub struct RouteConfig {
     pub gate_only: bool,
     #[serde(default)]
     pub upgrade: bool,
+    /// A route to the forge of a git remote: read methods and git's
+    /// upload-pack (clone, fetch) only, unless `allow_writes`; git's
+    /// receive-pack (a push around git-gate) never. See [`crate::forge`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forge: bool,
+    /// On a `forge` route: the listed methods (writes too) on the listed paths.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_writes: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlp: Option<RouteDlpConfig>,
 }
@@ -379,15 +389,29 @@ pub struct RouteDlp {
     pub opaque_bodies: bool,
 }
 
+/// Whether a route goes to the forge of a git remote, and what it may do there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    /// Not a forge route: methods and paths alone decide.
+    NotForge,
+    /// `forge = true`: read methods and git's upload-pack POST (clone, fetch).
+    ReadOnly,
+    /// `forge = true`, `allow_writes = true`: the route's listed methods.
+    AllowWrites,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteKind {
     /// Intercepted (or plain HTTP) with request-level checks.
     Http {
         /// Empty = any method. Upper-case.
         methods: BTreeSet<String>,
-        /// Empty = any path. Each starts with `/`.
+        /// Empty = any path. Each is a clean path prefix (see [`crate::path`]),
+        /// matched on a segment boundary.
         paths: Vec<String>,
         upgrade: bool,
+        /// A git remote's forge: read-only unless it allows writes; never a push.
+        forge: Forge,
         /// `None` = DLP off for this route.
         dlp: Option<RouteDlp>,
         /// Hand the request to cred-proxy.
@@ -630,6 +654,12 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                     "methods, paths, upgrade and placeholder do not apply to a tunnel route".into(),
                 ));
             }
+            if r.forge || r.allow_writes {
+                return Err(err(
+                    "forge and allow_writes do not apply to a tunnel route (nothing is inspected, so a forge could be written to and pushed to around git-gate)"
+                        .into(),
+                ));
+            }
             if r.dlp
                 .as_ref()
                 .is_some_and(|d| d.outbound_detectors != Detectors::Enabled(false))
@@ -653,17 +683,33 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                 methods.insert(up);
             }
             for p in &r.paths {
-                if !p.starts_with('/') {
-                    return Err(err(format!("path prefix {p:?} must start with '/'")));
-                }
-                if p.bytes()
-                    .any(|b| b.is_ascii_control() || b == b' ' || b == b'#')
-                {
-                    return Err(err(format!(
-                        "path prefix {p:?} contains a forbidden character"
-                    )));
+                if let Err(why) = crate::path::check_prefix(p) {
+                    return Err(err(format!("path prefix {p:?}: {why}")));
                 }
             }
+            let forge = match (r.forge, r.allow_writes) {
+                (false, false) => Forge::NotForge,
+                (false, true) => {
+                    return Err(err(
+                        "allow_writes applies to forge routes only (forge = true)".into(),
+                    ))
+                }
+                (true, false) => Forge::ReadOnly,
+                (true, true) => {
+                    if methods.is_empty() {
+                        return Err(err(
+                            "allow_writes on a forge route needs its methods listed".into(),
+                        ));
+                    }
+                    if r.paths.is_empty() || r.paths.iter().any(|p| p == "/") {
+                        return Err(err(
+                            "allow_writes on a forge route needs its paths listed (not \"/\")"
+                                .into(),
+                        ));
+                    }
+                    Forge::AllowWrites
+                }
+            };
             if r.auth.is_some() {
                 if matches!(host, HostPattern::Suffix(_)) {
                     return Err(err(
@@ -716,6 +762,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                 methods,
                 paths: r.paths.clone(),
                 upgrade: r.upgrade,
+                forge,
                 dlp,
                 auth: r.auth.is_some(),
                 placeholder: r.placeholder.clone(),
@@ -888,11 +935,60 @@ mod tests {
             "gate_listen = \"10.0.0.5:3128\"\n",
             "listen = \"10.0.0.5:3128\"\ngate_listen = \"10.0.0.5:3128\"\n",
             "gate_listen = \"git-gate:3128\"\n",
+            "[[route]]\nid = \"a\"\nhost = \"a.b\"\nallow_writes = true\nmethods = [\"POST\"]\npaths = [\"/x\"]\n",
+            "[[route]]\nid = \"a\"\nhost = \"a.b\"\nforge = true\nallow_writes = true\npaths = [\"/x\"]\n",
+            "[[route]]\nid = \"a\"\nhost = \"a.b\"\nforge = true\nallow_writes = true\nmethods = [\"POST\"]\n",
+            "[[route]]\nid = \"a\"\nhost = \"a.b\"\nforge = true\nallow_writes = true\nmethods = [\"POST\"]\npaths = [\"/\"]\n",
+            "[[route]]\nid = \"a\"\nhost = \"a.b\"\nports = [22]\ntunnel = true\nforge = true\n",
         ];
         for case in cases {
             let t = format!("{BASE}{case}");
             assert!(parse(&t).is_err(), "accepted: {case}");
         }
+    }
+
+    /// An operator's bad prefix is a config error naming the route and the value.
+    #[test]
+    fn bad_path_prefixes_name_the_route_and_the_value() {
+        for (bad, why) in [
+            ("/repos/../admin", "dot segment"),
+            ("/repos//me", "empty segment"),
+            ("/repos/me;v=1", "matrix parameter"),
+            ("/repos%2Fme", "encoded '/'"),
+            ("/repos\\me", "backslash"),
+            ("/search?q=x", "query"),
+            ("repos/me", "start with '/'"),
+        ] {
+            let t = format!(
+                "{BASE}[[route]]\nid = \"gh-api\"\nhost = \"api.github.com\"\npaths = [\"/ok\", {bad:?}]\n"
+            );
+            let e = parse(&t).expect_err(bad).to_string();
+            assert!(e.contains("\"gh-api\""), "{e}");
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn forge_routes() {
+        let c = parse(&format!(
+            "{BASE}[[route]]\nid = \"gh\"\nhost = \"github.com\"\nforge = true\n\
+             [[route]]\nid = \"gh-w\"\nhost = \"api.github.com\"\nforge = true\nallow_writes = true\nmethods = [\"POST\"]\npaths = [\"/repos/me/app/issues\"]\n\
+             [[route]]\nid = \"other\"\nhost = \"example.com\"\n"
+        ))
+        .unwrap();
+        let forge = |i: usize| match &c.routes[i].kind {
+            RouteKind::Http { forge, .. } => *forge,
+            RouteKind::Tunnel => panic!("not a tunnel"),
+        };
+        assert_eq!(forge(0), Forge::ReadOnly);
+        assert_eq!(forge(1), Forge::AllowWrites);
+        assert_eq!(forge(2), Forge::NotForge);
+        // The keys round-trip and are left out when false.
+        let text = c.source.to_toml_string();
+        assert!(text.contains("forge = true"), "{text}");
+        assert!(text.contains("allow_writes = true"), "{text}");
+        assert_eq!(text.matches("forge = ").count(), 2, "{text}");
     }
 
     #[test]

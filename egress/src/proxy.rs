@@ -21,13 +21,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{now_rfc3339, AuditLog, AuditRecord};
-use crate::config::{normalize_host, Config, OnMatch, Route, RouteDlp, RouteKind};
+use crate::config::{normalize_host, Config, Forge, OnMatch, Route, RouteDlp, RouteKind};
 use crate::decode;
 use crate::dlp::{self, DlpEngine, ExactSet, Hit};
 use crate::error::Error;
+use crate::forge;
 use crate::hold::HoldSummary;
 use crate::io::{AuditGuard, Counted, PlaceholderGuard, Prefixed};
 use crate::mint::Minter;
+use crate::path;
 use crate::pool::ScanPool;
 use crate::resolve::{DialError, Dialer, Resolve};
 use crate::scanned::{self, FirstError, Holds, Refusal, Verdict};
@@ -872,45 +874,69 @@ fn check_authority(
     Ok(())
 }
 
-/// Dot segments (raw or percent-encoded) and backslashes would let a path escape its prefix.
-fn path_is_clean(path: &str) -> bool {
-    let decoded = percent_decode(path.as_bytes());
-    let d = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
-    if d.contains('\\') {
-        return false;
-    }
-    !d.split('/').any(|seg| seg == "." || seg == "..")
-}
-
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(a), Some(b)) = (hexval(s[i + 1]), hexval(s[i + 2])) {
-                out.push(a * 16 + b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
-}
-
-fn hexval(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-fn route_allows(route: &Route, method: &Method, path: &str) -> bool {
+/// Whether `route` lets the request through: method, path prefix (on a
+/// segment boundary) and, on a forge route, read-only unless it allows writes
+/// and never git's receive-pack.
+fn route_allows(route: &Route, req: &forge::Request<'_>) -> bool {
     match &route.kind {
         RouteKind::Tunnel => false,
-        RouteKind::Http { methods, paths, .. } => {
-            (methods.is_empty() || methods.contains(method.as_str()))
-                && (paths.is_empty() || paths.iter().any(|p| path.starts_with(p.as_str())))
+        RouteKind::Http { methods, forge, .. } => {
+            let method_listed = methods.is_empty() || methods.contains(req.method.as_str());
+            path_allowed(route, req.path)
+                && match forge {
+                    Forge::NotForge => method_listed,
+                    Forge::ReadOnly => {
+                        !req.is_receive_pack()
+                            && ((req.is_read() && method_listed) || req.is_upload_pack_post())
+                    }
+                    Forge::AllowWrites => !req.is_receive_pack() && method_listed,
+                }
         }
     }
+}
+
+/// The path (without its query) lies under one of the route's prefixes.
+fn path_allowed(route: &Route, path: &str) -> bool {
+    match &route.kind {
+        RouteKind::Tunnel => false,
+        RouteKind::Http { paths, .. } => {
+            paths.is_empty() || paths.iter().any(|p| path::prefix_matches(p, path))
+        }
+    }
+}
+
+fn forge_of(route: &Route) -> Forge {
+    match &route.kind {
+        RouteKind::Http { forge, .. } => *forge,
+        RouteKind::Tunnel => Forge::NotForge,
+    }
+}
+
+/// Why no route of a forge let the request through, when that is the reason.
+fn forge_refusal(candidates: &[&Route], req: &forge::Request<'_>) -> Option<Refused> {
+    let forge_route = candidates.iter().find(|r| forge_of(r) != Forge::NotForge)?;
+    if req.is_receive_pack() {
+        return Some(refused(
+            Kind::Route,
+            format!(
+                "git push over HTTP (git-receive-pack) is refused on route {}, a route to a git remote's forge: pushes go through git-gate only",
+                forge_route.id
+            ),
+        ));
+    }
+    if req.is_read() {
+        return None;
+    }
+    let read_only = candidates
+        .iter()
+        .find(|r| forge_of(r) == Forge::ReadOnly && path_allowed(r, req.path))?;
+    Some(refused(
+        Kind::Route,
+        format!(
+            "{} is a write to a git remote's forge, and route {} is read-only (GET, HEAD, OPTIONS, and git clone/fetch): forge writes go around git-gate, so only a match with allow_writes that lists this path may make them",
+            req.method, read_only.id
+        ),
+    ))
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -992,19 +1018,31 @@ async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
-    let path = pq.split('?').next().unwrap_or("");
-    if !path.starts_with('/') {
-        return Err(refused(
-            Kind::Protocol,
-            "request target must be an absolute path",
-        ));
+    let (path, query) = match pq.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (pq.as_str(), None),
+    };
+    match path::check(path) {
+        Ok(()) => {}
+        Err(path::PathProblem::NotAbsolute) => {
+            return Err(refused(
+                Kind::Protocol,
+                "request target must be an absolute path",
+            ))
+        }
+        Err(p) => return Err(refused(Kind::Protocol, format!("path refused: {p}"))),
     }
-    if !path_is_clean(path) {
-        return Err(refused(
-            Kind::Protocol,
-            "path with dot segments or backslashes",
-        ));
-    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let facts = forge::Request {
+        method: &method,
+        path,
+        query,
+        content_type: content_type.as_deref(),
+    };
     let candidates: Vec<&Route> = st
         .config
         .routes_for(host, port)
@@ -1016,14 +1054,13 @@ async fn handle(
             format!("no route for {}:{port}", rec.host),
         ));
     }
-    let Some(route) = candidates
-        .into_iter()
-        .find(|r| route_allows(r, &method, path))
-    else {
-        return Err(refused(
-            Kind::Route,
-            format!("{method} or this path is not allowed for {host}:{port}"),
-        ));
+    let Some(route) = candidates.iter().copied().find(|r| route_allows(r, &facts)) else {
+        return Err(forge_refusal(&candidates, &facts).unwrap_or_else(|| {
+            refused(
+                Kind::Route,
+                format!("{method} or this path is not allowed for {host}:{port}"),
+            )
+        }));
     };
     rec.route = Some(route.id.clone());
     let RouteKind::Http {
@@ -1095,6 +1132,25 @@ async fn handle(
         PlaceholderGuard::new(raw, others, hit).boxed_unsync()
     };
     let body: Body = Counted::new(body, up.clone(), None).boxed_unsync();
+
+    // DLP may have redacted the URL: the path upstream sees must pass the same checks.
+    if send_pq != pq {
+        let (sent_path, sent_query) = match send_pq.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (send_pq.as_str(), None),
+        };
+        let sent = forge::Request {
+            path: sent_path,
+            query: sent_query,
+            ..facts
+        };
+        if path::check(sent_path).is_err() || !route_allows(route, &sent) {
+            return Err(refused(
+                Kind::Protocol,
+                format!("the redacted path is not allowed on route {}", route.id),
+            ));
+        }
+    }
 
     // Forward.
     let resp = if *auth {

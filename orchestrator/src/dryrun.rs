@@ -298,7 +298,15 @@ pub fn human(plan: &Plan, color: bool) -> String {
         } else {
             r.paths
                 .iter()
-                .map(|p| format!("{}*", p.value))
+                // A prefix matches on a segment boundary: `/a/b[/*]` is `/a/b`
+                // and what is under it, never `/a/b-c`.
+                .map(|p| {
+                    if p.value.ends_with('/') {
+                        format!("{}*", p.value)
+                    } else {
+                        format!("{}[/*]", p.value)
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
@@ -325,6 +333,14 @@ pub fn human(plan: &Plan, color: bool) -> String {
         }
         if r.upgrade {
             let _ = write!(line, "  upgrades allowed");
+        }
+        if r.forge && !r.allow_writes {
+            let _ = write!(
+                line,
+                "  git remote's forge: read-only (git clone/fetch work, git push refused)"
+            );
+        } else if r.forge {
+            let _ = write!(line, "  git remote's forge: git push refused");
         }
         let _ = write!(line, "  [{}]", origin_short(&r.origin));
         let _ = writeln!(w, "{line}");

@@ -326,6 +326,11 @@ pub struct RoutePlan {
     pub gate_only: bool,
     /// WebSocket / h2 extended CONNECT allowed.
     pub upgrade: bool,
+    /// A route to the forge of a git remote (with or without `auth`; a
+    /// wildcard covering the remote's host counts): egress lets through read
+    /// methods and git clone/fetch only, unless `allow_writes`, and never
+    /// git's push service.
+    pub forge: bool,
     /// This match was marked `allow_writes: true` (a forge write path).
     pub allow_writes: bool,
     pub dlp: DlpPlan,
@@ -586,11 +591,6 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
     };
 
     // Routes: each match its own egress route; git remotes get a tunnel.
-    let forges: Vec<String> = bottle
-        .remotes
-        .iter()
-        .map(|r| manifest::forge_of(&r.upstream.host))
-        .collect();
     let mut routes: Vec<RoutePlan> = Vec::new();
     let mut used_ids: Vec<String> = Vec::new();
     let mut route_id = |host: &str| -> String {
@@ -625,7 +625,12 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
             Some(t) => format!("template:{}", t.as_str()),
             None => format!("bottle:{}", r.origin.file.display()),
         };
-        let is_forge_auth = r.auth.is_some() && forges.contains(&manifest::forge_of(&host));
+        // Validation refuses tunnels to a forge; git-gate's own tunnels come below.
+        let is_forge = !r.tunnel
+            && bottle
+                .remotes
+                .iter()
+                .any(|rm| manifest::reaches_forge(&r.host, &rm.upstream.host));
         let auth = r.auth.as_ref().map(|a| AuthPlan {
             scheme: a.scheme.clone(),
             token_ref: a.token_ref.clone(),
@@ -656,21 +661,18 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                 tunnel: r.tunnel,
                 gate_only: false,
                 upgrade: r.upgrade,
+                forge: is_forge,
                 allow_writes,
                 dlp: dlp.clone(),
                 origin: origin.clone(),
             });
         };
         if r.matches.is_empty() {
-            let methods = if is_forge_auth {
-                read_only.clone()
-            } else {
-                vec![]
-            };
+            let methods = if is_forge { read_only.clone() } else { vec![] };
             push(methods, vec![], false);
         } else {
             for m in &r.matches {
-                let methods = if m.methods.is_empty() && is_forge_auth {
+                let methods = if m.methods.is_empty() && is_forge {
                     read_only.clone()
                 } else {
                     m.methods.clone()
@@ -683,7 +685,8 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                         value: p.value.clone(),
                     })
                     .collect();
-                push(methods, paths, m.allow_writes);
+                // Only a forge has writes to allow; elsewhere the key changes nothing.
+                push(methods, paths, is_forge && m.allow_writes);
             }
         }
     }
@@ -706,6 +709,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
             tunnel: true,
             gate_only: true,
             upgrade: false,
+            forge: false,
             allow_writes: false,
             dlp: DlpPlan {
                 outbound_detectors: vec![],

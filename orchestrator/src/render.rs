@@ -140,6 +140,8 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
                 tunnel: r.tunnel,
                 gate_only: r.gate_only,
                 upgrade: r.upgrade,
+                forge: r.forge,
+                allow_writes: r.allow_writes,
                 dlp,
             }
         })

@@ -280,3 +280,52 @@ fn agent_may_be_omitted_only_when_there_is_one() {
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(p["agent"], "solo");
 }
+
+/// The example reviewer's routes to api.github.com, the forge of its `app`
+/// remote, are marked as forge routes in the plan and in the egress config
+/// egress will run: read-only, except the one match that allows writes.
+#[test]
+fn forge_routes_reach_the_egress_config() {
+    let (p, _) = dry_run(
+        "reviewer",
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let routes = p["routes"].as_array().unwrap();
+    let gh: Vec<&Value> = routes
+        .iter()
+        .filter(|r| r["host"] == "api.github.com")
+        .collect();
+    assert_eq!(gh.len(), 2);
+    assert!(gh.iter().all(|r| r["forge"] == true));
+    assert_eq!(
+        gh.iter()
+            .map(|r| r["allow_writes"].as_bool().unwrap())
+            .collect::<Vec<_>>(),
+        vec![false, true]
+    );
+    let crates = routes.iter().find(|r| r["host"] == "crates.io").unwrap();
+    assert_eq!(crates["forge"], false);
+    let egress = p["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "egress")
+        .unwrap();
+    let cfg = egress::config::EgressConfig::from_toml_str(
+        egress["config"].as_str().unwrap(),
+        std::path::Path::new("egress.toml"),
+    )
+    .unwrap();
+    let eg: Vec<(bool, bool)> = cfg
+        .routes
+        .iter()
+        .filter(|r| r.host == "api.github.com")
+        .map(|r| (r.forge, r.allow_writes))
+        .collect();
+    assert_eq!(eg, vec![(true, false), (true, true)]);
+    assert!(cfg
+        .routes
+        .iter()
+        .filter(|r| r.host != "api.github.com")
+        .all(|r| !r.forge && !r.allow_writes));
+}

@@ -587,3 +587,64 @@ fn manifest_file_names_are_plain() {
     );
     assert!(text.contains("project/.bot-bottle/agents"), "{text}");
 }
+
+/// Without `auth` a route to the forge is read-only all the same: the agent
+/// could bring a token of its own.
+#[test]
+fn forge_write_without_auth_needs_allow_writes() {
+    let y = format!(
+        "git:\n  remotes:\n{}egress:\n  routes:\n    - host: github.com\n      matches:\n        - paths: [{{ type: prefix, value: /me/app }}]\n          methods: [GET, POST]\n",
+        remote("app", "ssh://git@github.com/me/app.git", KEY)
+    );
+    assert_bottle_error(
+        &y,
+        "egress.routes[0].matches[0].methods",
+        &[
+            "forge of git remote `app`",
+            "with or without `auth`",
+            "allow_writes: true",
+            "POST",
+        ],
+    );
+}
+
+/// A wildcard covering a remote's host is that forge: writes need
+/// `allow_writes`, and its ssh port is git-gate's alone.
+#[test]
+fn wildcard_covering_the_remote_is_its_forge() {
+    let y = format!(
+        "git:\n  remotes:\n{}egress:\n  routes:\n    - host: \"*.example.test\"\n      matches:\n        - methods: [DELETE]\n",
+        remote("app", "ssh://git@git.example.test/srv/app.git", KEY)
+    );
+    assert_bottle_error(
+        &y,
+        "egress.routes[0].matches[0].methods",
+        &[
+            "*.example.test covers the forge of git remote `app` (git.example.test)",
+            "DELETE",
+        ],
+    );
+    let y = format!(
+        "git:\n  remotes:\n{}egress:\n  routes:\n    - host: \"*.example.test\"\n      ports: [2222]\n",
+        remote("app", "ssh://git@git.example.test:2222/srv/app.git", KEY)
+    );
+    assert_bottle_error(&y, "egress.routes[0].ports", &["through git-gate only"]);
+}
+
+/// A path prefix egress could never match (it refuses every such request)
+/// is refused where the operator wrote it.
+#[test]
+fn path_prefix_with_a_form_egress_refuses_is_an_error() {
+    for (value, why) in [
+        ("/repos/me/../admin", "dot segment"),
+        ("/repos//me", "empty segment"),
+        ("/repos/me;v=1", "matrix parameter"),
+        ("/repos%2Fme", "encoded '/'"),
+    ] {
+        assert_bottle_error(
+            &format!("egress:\n  routes:\n    - host: a.example.com\n      matches:\n        - paths: [{{ type: prefix, value: \"{value}\" }}]\n"),
+            "egress.routes[0].matches[0].paths[0].value",
+            &[&format!("{value:?}"), why],
+        );
+    }
+}

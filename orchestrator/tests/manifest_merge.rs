@@ -129,6 +129,12 @@ fn forge_rule_accepts_reads_and_explicit_writes() {
         .unwrap();
     assert!(up.allow_writes);
     assert_eq!(up.methods, vec!["POST"]);
+    assert!(api.forge && up.forge);
+    // Egress enforces it too: both are forge routes there, one allowing writes.
+    let cfg = egress_config(&plan);
+    let eg = |id: &str| cfg.routes.iter().find(|x| x.id == id).unwrap();
+    assert!(eg(&api.id).forge && !eg(&api.id).allow_writes);
+    assert!(eg(&up.id).forge && eg(&up.id).allow_writes);
     // git-gate reaches github.com:22 through a pinned tunnel route.
     let tunnel = plan.routes.iter().find(|x| x.tunnel).unwrap();
     assert_eq!(
@@ -345,4 +351,92 @@ fn upstream_ca_is_found_next_to_its_manifest_and_reaches_egress_and_cred_proxy()
     )
     .unwrap();
     assert!(plan::check_ready(&plan).is_ok());
+}
+
+/// The rendered egress config of `plan`, parsed and validated by egress itself.
+fn egress_config(plan: &plan::Plan) -> egress::config::EgressConfig {
+    let text = &plan.sidecar(Role::Egress).unwrap().config;
+    let file =
+        egress::config::EgressConfig::from_toml_str(text, std::path::Path::new("egress.toml"))
+            .unwrap();
+    file.validate().unwrap();
+    file
+}
+
+fn remote_yaml(upstream: &str) -> String {
+    format!(
+        "git:\n  remotes:\n    - Name: app\n      Upstream: {upstream}\n      IdentityFile: /nonexistent/key\n      KnownHostKey: \"{KEY}\"\n"
+    )
+}
+
+/// A route to the forge without `auth` is read-only all the same (the agent
+/// could bring a token of its own), and egress is told it is a forge route.
+#[test]
+fn route_to_the_forge_without_auth_is_read_only() {
+    let y = format!(
+        "{}egress:\n  routes:\n    - host: github.com\n    - host: api.github.com\n      matches:\n        - paths: [{{ type: prefix, value: /repos/me/app }}]\n    - host: example.com\n",
+        remote_yaml("ssh://git@github.com/me/app.git")
+    );
+    let (_d, home) = home_with(&[("b", &y)], "b");
+    let r = manifest::resolve(&home, "a").unwrap();
+    let plan = plan::build(&home, &r, &PlanOptions::default()).unwrap();
+    let route = |host: &str| plan.routes.iter().find(|x| x.host == host).unwrap();
+    for host in ["github.com", "api.github.com"] {
+        let rt = route(host);
+        assert_eq!(rt.methods, vec!["GET", "HEAD", "OPTIONS"], "{host}");
+        assert!(rt.forge && !rt.allow_writes && rt.auth.is_none(), "{host}");
+    }
+    let other = route("example.com");
+    assert!(other.methods.is_empty() && !other.forge);
+    // git-gate's tunnel to the forge's ssh port is not a forge route: egress
+    // does not intercept it.
+    assert!(!plan.routes.iter().find(|x| x.tunnel).unwrap().forge);
+
+    let cfg = egress_config(&plan);
+    let web = cfg.routes.iter().find(|x| x.host == "github.com").unwrap();
+    assert!(web.forge && !web.allow_writes);
+    assert_eq!(web.methods, vec!["GET", "HEAD", "OPTIONS"]);
+    let other = cfg.routes.iter().find(|x| x.host == "example.com").unwrap();
+    assert!(!other.forge);
+    let text = &plan.sidecar(Role::Egress).unwrap().config;
+    assert_eq!(text.matches("forge = true").count(), 2, "{text}");
+    // The preflight says what the agent can and cannot do there.
+    let human = orchestrator::dryrun::human(&plan, false);
+    assert!(
+        human.contains("git remote's forge: read-only (git clone/fetch work, git push refused)"),
+        "{human}"
+    );
+}
+
+/// A wildcard whose pattern covers a remote's host is a route to that forge.
+#[test]
+fn wildcard_covering_the_remote_counts_as_its_forge() {
+    let y = format!(
+        "{}egress:\n  routes:\n    - host: \"*.example.test\"\n    - host: \"*.other.test\"\n",
+        remote_yaml("ssh://git@git.example.test/srv/app.git")
+    );
+    let (_d, home) = home_with(&[("b", &y)], "b");
+    let r = manifest::resolve(&home, "a").unwrap();
+    let plan = plan::build(&home, &r, &PlanOptions::default()).unwrap();
+    let wild = plan
+        .routes
+        .iter()
+        .find(|x| x.host == "*.example.test")
+        .unwrap();
+    assert!(wild.forge);
+    assert_eq!(wild.methods, vec!["GET", "HEAD", "OPTIONS"]);
+    let other = plan
+        .routes
+        .iter()
+        .find(|x| x.host == "*.other.test")
+        .unwrap();
+    assert!(!other.forge && other.methods.is_empty());
+    let cfg = egress_config(&plan);
+    assert!(
+        cfg.routes
+            .iter()
+            .find(|x| x.host == "*.example.test")
+            .unwrap()
+            .forge
+    );
 }

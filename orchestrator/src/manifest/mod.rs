@@ -21,7 +21,8 @@ use ipnet::IpNet;
 pub use parse::did_you_mean;
 pub use raw::{OnMatch, PathKind, Template};
 pub use template::{
-    agent_token_var, default_auth_token, forge_of, template_agent_env, template_routes,
+    agent_token_var, covers_host, default_auth_token, forge_of, reaches_forge, template_agent_env,
+    template_routes,
 };
 pub use validate::supervise_available;
 

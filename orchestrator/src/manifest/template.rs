@@ -111,9 +111,58 @@ pub fn forge_of(host: &str) -> String {
     }
 }
 
+/// Whether a route to `route` reaches the forge of a git remote on
+/// `remote_host`: a host of the same forge, or a wildcard covering the
+/// remote's host or its forge (`*.github.com` for `github.com`,
+/// `*.example.test` for `git.example.test`).
+pub fn reaches_forge(route: &HostPattern, remote_host: &str) -> bool {
+    let forge = forge_of(remote_host);
+    match route {
+        HostPattern::Exact(h) => forge_of(h) == forge,
+        HostPattern::Wildcard(s) => {
+            forge_of(s) == forge || covers_host(route, remote_host) || covers_host(route, &forge)
+        }
+    }
+}
+
+/// Whether a route to `route` reaches `host` itself.
+pub fn covers_host(route: &HostPattern, host: &str) -> bool {
+    match route {
+        HostPattern::Exact(h) => h == host,
+        HostPattern::Wildcard(s) => {
+            host.len() > s.len() + 1
+                && host.ends_with(s.as_str())
+                && host.as_bytes()[host.len() - s.len() - 1] == b'.'
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_covering_a_remote_reach_its_forge() {
+        let wild = |s: &str| HostPattern::Wildcard(s.to_string());
+        let exact = |s: &str| HostPattern::Exact(s.to_string());
+        assert!(reaches_forge(&exact("api.github.com"), "github.com"));
+        assert!(reaches_forge(&wild("github.com"), "github.com"));
+        assert!(reaches_forge(&wild("example.test"), "git.example.test"));
+        assert!(reaches_forge(
+            &wild("example.org"),
+            "api.gitlab.example.org"
+        ));
+        assert!(!reaches_forge(&wild("example.test"), "github.com"));
+        assert!(!reaches_forge(&wild("other.test"), "git.example.test"));
+        assert!(!reaches_forge(
+            &exact("web.example.test"),
+            "git.example.test"
+        ));
+        assert!(!reaches_forge(&wild("xample.test"), "git.example.test"));
+        assert!(covers_host(&wild("example.test"), "git.example.test"));
+        assert!(!covers_host(&wild("example.test"), "example.test"));
+        assert!(covers_host(&exact("git.example.test"), "git.example.test"));
+    }
 
     #[test]
     fn forges_group_hosts() {

@@ -677,6 +677,15 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
                         p.value
                     ),
                 ));
+            } else if let Err(why) = egress::path::check_prefix(&p.value) {
+                // The same check egress runs on its config: one rule, one place.
+                problems.push(o.problem(
+                    &format!("{mo}.paths[{k}].value"),
+                    format!(
+                        "expected a URL path prefix egress can match, found {:?}: {why}",
+                        p.value
+                    ),
+                ));
             } else {
                 paths.push(PathMatch {
                     kind: p.kind,
@@ -897,19 +906,28 @@ pub fn build_bottle(name: &str, chain: Vec<(String, PathBuf, RawBottle)>) -> Res
         }
     }
 
-    // Forge rule: an auth route to the forge of a git remote is read-only
-    // unless a match says `allow_writes: true` and lists its paths.
-    let forges: BTreeMap<String, &Remote> = b
-        .remotes
-        .iter()
-        .map(|r| (template::forge_of(&r.upstream.host), r))
-        .collect();
+    // Forge rule: a route to the forge of a git remote (with or without
+    // `auth`: the agent could bring a token of its own; a wildcard covering the
+    // remote's host counts) is read-only unless a match says
+    // `allow_writes: true` and lists its paths; egress refuses git's push
+    // service on it whatever the match says.
     for r in &b.routes {
         let host = r.host.to_string();
-        let Some(remote) = forges.get(&template::forge_of(&host)) else {
+        let Some(remote) = b
+            .remotes
+            .iter()
+            .find(|rm| template::reaches_forge(&r.host, &rm.upstream.host))
+        else {
             continue;
         };
-        let why = format!("{host} is the forge of git remote `{}`", remote.name);
+        let why = if r.host.is_wildcard() {
+            format!(
+                "{host} covers the forge of git remote `{}` ({})",
+                remote.name, remote.upstream.host
+            )
+        } else {
+            format!("{host} is the forge of git remote `{}`", remote.name)
+        };
         if r.tunnel {
             problems.push(r.origin.problem(
                 "tunnel",
@@ -919,15 +937,13 @@ pub fn build_bottle(name: &str, chain: Vec<(String, PathBuf, RawBottle)>) -> Res
             ));
         }
         if r.ports.contains(&22)
-            || (r.ports.contains(&remote.upstream.port) && remote.upstream.host == host)
+            || (r.ports.contains(&remote.upstream.port)
+                && template::covers_host(&r.host, &remote.upstream.host))
         {
             problems.push(r.origin.problem(
                 "ports",
                 format!("{why}: ssh to it goes through git-gate only"),
             ));
-        }
-        if r.auth.is_none() {
-            continue;
         }
         for (j, m) in r.matches.iter().enumerate() {
             let writes: Vec<&String> = m
@@ -954,9 +970,10 @@ pub fn build_bottle(name: &str, chain: Vec<(String, PathBuf, RawBottle)>) -> Res
                 problems.push(r.origin.problem(
                     &format!("matches[{j}].methods"),
                     format!(
-                        "{why}: an `auth` route to it may only use read methods (GET, HEAD, OPTIONS), found {}; \
-                         merges, deploy keys, webhooks and workflow dispatches through the API go around git-gate. \
-                         If you mean it, list the paths and add `allow_writes: true` to this match",
+                        "{why}: a route to it (with or without `auth`) may only use read methods (GET, HEAD, OPTIONS; \
+                         git clone and fetch work), found {}; merges, deploy keys, webhooks and workflow dispatches \
+                         through the API go around git-gate. If you mean it, list the paths and add \
+                         `allow_writes: true` to this match (git push over HTTPS stays refused: pushes go through git-gate)",
                         writes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                     ),
                 ));

@@ -1,5 +1,7 @@
 //! Benchmark driver for `bench/egress/run.sh`: one HTTPS upstream on loopback, reached directly,
-//! through egress, through mitmproxy and through squid (ssl-bump); prints a Markdown table.
+//! through egress, through mitmproxy and through squid (ssl-bump); prints a Markdown table. A
+//! second table: a 100 MB JSON upload directly, through an egress route without DLP and through
+//! a DLP route (MB/s and egress's peak RSS, a fresh egress process per row).
 //!
 //! bench --egress BIN [--mitmdump BIN] [--squid BIN] [--work DIR] [--secs N]
 
@@ -57,6 +59,20 @@ fn args() -> Args {
 }
 
 async fn upstream_handler(req: Request<Incoming>) -> Result<Response<RBody>, BoxErr> {
+    if req.uri().path() == "/sink" {
+        let mut body = req.into_body();
+        let mut n = 0usize;
+        while let Some(f) = body.frame().await {
+            if let Some(d) = f?.data_ref() {
+                n += d.len();
+            }
+        }
+        return Ok(Response::new(
+            Full::new(Bytes::from(n.to_string()))
+                .map_err(|e| match e {})
+                .boxed(),
+        ));
+    }
     if req.uri().path() == "/big" {
         let chunk = Bytes::from(vec![b'z'; 64 * 1024]);
         let n = BIG / chunk.len();
@@ -119,7 +135,12 @@ struct Target {
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn open(t: &Target) -> Result<Sender, BoxErr> {
+async fn open<B>(t: &Target) -> Result<hyper::client::conn::http1::SendRequest<B>, BoxErr>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxErr>,
+{
     let s = match t.proxy {
         None => TcpStream::connect(t.upstream).await?,
         Some(p) => {
@@ -167,6 +188,72 @@ async fn get(send: &mut Sender, t: &Target, path: &str) -> Result<usize, BoxErr>
         }
     }
     Ok(n)
+}
+
+/// A chat-shaped JSON body of `BIG` bytes: the kind a long agent conversation posts.
+fn json_upload() -> RBody {
+    let turn = "{\"role\":\"user\",\"content\":\"Here is the file you asked for (caf\\u00e9 edition):\\n```rust\\nfn main() { println!(\\\"hello\\\"); }\\n```\\n\"},";
+    let chunk = Bytes::from(turn.repeat(64 * 1024 / turn.len()));
+    let (head, end) = (&b"{\"messages\":["[..], &b"{}]}"[..]);
+    let n = (BIG - head.len() - end.len()) / chunk.len();
+    let pad = BIG - head.len() - end.len() - n * chunk.len();
+    let tail = Bytes::from([" ".repeat(pad).into_bytes(), end.to_vec()].concat());
+    let parts = std::iter::once(Bytes::from_static(head))
+        .chain(std::iter::repeat_n(chunk, n))
+        .chain(std::iter::once(tail));
+    StreamBody::new(futures_util::stream::iter(
+        parts.map(|b| Ok::<_, BoxErr>(Frame::data(b))),
+    ))
+    .boxed()
+}
+
+/// Uploads `BIG` bytes of JSON to `/sink`: MB/s, and the proxy's peak RSS.
+async fn upload(name: &str, t: &Target, pid: Option<u32>) -> UploadRow {
+    let r: Result<f64, BoxErr> = async {
+        let mut s = open::<RBody>(t).await?;
+        s.ready().await?;
+        let req = Request::builder()
+            .method("POST")
+            .uri("/sink")
+            .header("host", t.authority.clone())
+            .header("content-type", "application/json")
+            .header("content-length", BIG)
+            .body(json_upload())?;
+        let st = Instant::now();
+        let resp = send_collect(&mut s, req).await?;
+        let secs = st.elapsed().as_secs_f64();
+        if resp != BIG.to_string() {
+            return Err(format!("upstream got {resp} bytes, not {BIG}").into());
+        }
+        Ok(BIG as f64 / 1e6 / secs)
+    }
+    .await;
+    UploadRow {
+        name: name.into(),
+        mbps: r.as_ref().ok().copied(),
+        peak_kib: pid.and_then(|p| rss(p, "VmHWM:")),
+        error: r.err().map(|e| e.to_string()),
+    }
+}
+
+async fn send_collect(
+    s: &mut hyper::client::conn::http1::SendRequest<RBody>,
+    req: Request<RBody>,
+) -> Result<String, BoxErr> {
+    let resp = s.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("status {status}: {}", String::from_utf8_lossy(&body)).into());
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+struct UploadRow {
+    name: String,
+    mbps: Option<f64>,
+    peak_kib: Option<u64>,
+    error: Option<String>,
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -422,6 +509,53 @@ async fn main() {
         rows.push(row);
     }
 
+    // A 100 MB JSON upload: directly, through a route without DLP, through a DLP route (the
+    // default: builtin rules, the bottle's known secrets, block), each egress fresh.
+    let mut uploads = vec![upload("direct", &mk(&roots, None), None).await];
+    for (name, file, route_extra) in [
+        (
+            "egress, route without DLP",
+            "up-nodlp",
+            "dlp = { outbound_detectors = false }\n",
+        ),
+        ("egress, DLP route", "up-dlp", ""),
+    ] {
+        let port = free_port();
+        write(
+            &work.join("known-secrets"),
+            "bench-known-secret-0123456789abcdef\n",
+        );
+        let cfg = format!(
+            "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\nupstream_ca = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n[dlp]\ncanary = \"bench-canary-0123456789\"\nknown_secrets_file = {:?}\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\n{route_extra}",
+            work.join("ca.pem"),
+            work.join("ca.key"),
+            work.join("upstream-ca.pem"),
+            work.join(format!("{file}-audit.jsonl")),
+            work.join("known-secrets"),
+            upstream.port()
+        );
+        let config = work.join(format!("{file}.toml"));
+        write(&config, &cfg);
+        let child = Command::new(&a.egress)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Proc(child);
+        wait_port(port).await;
+        eprintln!("upload: {name}…");
+        uploads.push(
+            upload(
+                name,
+                &mk(&roots, Some(([127, 0, 0, 1], port).into())),
+                Some(p.0.id()),
+            )
+            .await,
+        );
+    }
+
     // mitmproxy
     if let Some(mitm) = &a.mitmdump {
         let port = free_port();
@@ -548,6 +682,23 @@ async fn main() {
             mib(r.rss_peak_kib),
             r.size.map(|s| format!("{:.1}", s as f64 / 1e6)).unwrap_or("-".into()),
             r.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default()
+        );
+    }
+    println!();
+    println!("| 100 MB JSON upload | MB/s | proxy peak RSS MiB |");
+    println!("|---|---|---|");
+    for u in &uploads {
+        println!(
+            "| {} | {} | {} |{}",
+            u.name,
+            u.mbps.map(|m| format!("{m:.0}")).unwrap_or("-".into()),
+            u.peak_kib
+                .map(|k| format!("{:.1}", k as f64 / 1024.0))
+                .unwrap_or("-".into()),
+            u.error
+                .as_ref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
         );
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! [dlp]
 //! rules = "builtin"                  # or a gitleaks-format TOML file
-//! max_body_bytes = 1048576
+//! max_body_bytes = 1048576          # scan window: bodies up to this (+256 KiB) are scanned whole
+//!                                    # before they leave, longer ones as they stream
 //! known_secrets_file = "/config/known-secrets"
 //! canary = "bb-canary-..."
 //!
@@ -117,6 +118,9 @@ pub struct DlpConfig {
     /// `"builtin"` or the path of a gitleaks-format TOML file.
     #[serde(default = "default_rules")]
     pub rules: String,
+    /// Decoded bytes of a request body scanned per window (at least 256 KiB is used). A body
+    /// up to this size plus the 256 KiB overlap is scanned whole before the request leaves; a
+    /// longer one is scanned as it streams. Not a size limit: bodies of any size pass.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,7 +211,7 @@ pub struct RouteDlpConfig {
     /// Reserved: response scanning is not supported yet; only `false` is accepted.
     #[serde(default, skip_serializing_if = "is_false")]
     pub inbound_detectors: bool,
-    /// Forward bodies that cannot be scanned (binary, archives, over `max_body_bytes`).
+    /// Forward bodies that cannot be scanned (binary, archives, unknown content codings).
     #[serde(default, skip_serializing_if = "is_false")]
     pub opaque_bodies: bool,
 }

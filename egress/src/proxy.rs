@@ -1445,10 +1445,8 @@ async fn apply_dlp(
     };
     let scan = match decode::codings(&parts.headers) {
         Ok(codings) => BodyScan::new(policy, &codings),
-        Err(why) if d.opaque_bodies => {
-            let _ = why;
-            BodyScan::passthrough(policy)
-        }
+        // A coding egress cannot undo, on a route that forwards what it cannot scan.
+        Err(_) if d.opaque_bodies => BodyScan::passthrough(policy),
         Err(why) => return Err(dlp_refusal(None, why.to_string())),
     };
     let first = match scanned::read_first(&shared.pool, scan, body).await {

@@ -332,8 +332,18 @@ mod tests {
     #[test]
     fn a_secret_across_every_window_border_is_found_in_each_form() {
         let window = OVERLAP;
+        use base64::Engine;
         let forms = [
             ("raw", KNOWN.to_string()),
+            (
+                "base64",
+                base64::engine::general_purpose::STANDARD.encode(KNOWN),
+            ),
+            ("hex", hex::encode(KNOWN)),
+            (
+                "percent",
+                KNOWN.bytes().map(|b| format!("%{b:02X}")).collect(),
+            ),
             ("json", json_escaped(KNOWN)),
             ("html", html_escaped(KNOWN)),
         ];

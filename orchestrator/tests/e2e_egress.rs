@@ -223,7 +223,7 @@ fn write_manifests(th: &TestHome, internet: &Internet) {
     let ca = root.join("upstream-ca.pem");
     std::fs::write(&ca, &internet.ca_pem).unwrap();
     let bottle = format!(
-        "---\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  upstream_ca: {ca}\n  routes:\n    - host: api.example.test\n      ports: [80]\n      matches:\n        - paths: [{{ type: prefix, value: /allowed }}]\n          methods: [GET]\n    - host: auth.example.test\n      ports: [443]\n      auth: {{ scheme: Bearer, token_ref: E2E_TOKEN }}\n---\ntest bottle\n",
+        "---\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  upstream_ca: {ca}\n  routes:\n    - host: api.example.test\n      ports: [80]\n      matches:\n        - paths: [{{ type: prefix, value: /allowed }}]\n          methods: [GET, POST]\n    - host: auth.example.test\n      ports: [443]\n      auth: {{ scheme: Bearer, token_ref: E2E_TOKEN }}\n---\ntest bottle\n",
         net = internet.net,
         subnet = internet.subnet,
         ca = ca.display()
@@ -290,6 +290,11 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
          curl -s -m 5 --noproxy '*' -o /dev/null http://{ip}/allowed && echo DIRECT=reached || echo DIRECT=refused; \
          curl -s -m 3 --noproxy '*' -o /dev/null http://cred-proxy:9099/ && echo CREDPROXY=reached || echo CREDPROXY=refused; \
          echo CREDPROXY_VIA_EGRESS=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://cred-proxy:9099/); \
+         echo PREFIX_CODE=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://api.example.test/allowed-infra); \
+         echo DOTSEG=$(curl -s --path-as-is -i -m 10 'http://api.example.test/allowed/..;/etc' | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
+         echo HOSTCANARY=$(curl -s -i -m 10 http://$BOT_BOTTLE_CANARY.api.example.test/ | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
+         ESC=$(printf '%s' \"$BOT_BOTTLE_CANARY\" | od -An -tx1 -v | tr -s ' \\n' ' ' | sed 's/ \\([0-9a-f][0-9a-f]\\)/\\\\u00\\1/g'); \
+         echo JSONCANARY=$(curl -s -i -m 10 -H 'content-type: application/json' --data-binary \"{{\\\"k\\\":\\\"$ESC\\\"}}\" http://api.example.test/allowed | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
          env > /tmp/env; grep -c {TOKEN_VALUE} /tmp/env | sed 's/^/TOKEN_LINES=/'; \
          grep -q '^GH_TOKEN\\|bb-placeholder' /tmp/env && echo PLACEHOLDER=yes || echo PLACEHOLDER=no; \
          exit 7",
@@ -377,6 +382,18 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
         "the agent reached cred-proxy: {out}"
     );
     assert!(out.contains("CREDPROXY_VIA_EGRESS=403"), "{out}");
+    // Paths match on a segment boundary; ambiguous forms are refused by name.
+    assert!(
+        out.contains("PREFIX_CODE=403"),
+        "/allowed-infra is not /allowed: {out}"
+    );
+    assert!(out.contains("DOTSEG=protocol:"), "a `..;` segment: {out}");
+    // The canary in a host name, and JSON-escaped in a body: DLP refuses both.
+    assert!(out.contains("HOSTCANARY=dlp:"), "canary in the host: {out}");
+    assert!(
+        out.contains("JSONCANARY=dlp:"),
+        "JSON-escaped canary: {out}"
+    );
     assert!(
         out.contains("TOKEN_LINES=0"),
         "the real token reached the agent: {out}"

@@ -720,15 +720,44 @@ async fn compressed_bytes_sent_as_plain_are_refused() {
     let p = start_proxy(&dlp_config(&env, "", "")).await;
     let port = env.tls_port;
     let h = "api.example.test";
-    let text = format!("data={KNOWN} and some more text to compress");
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(text.as_bytes()).unwrap();
-    let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    d.write_all(text.as_bytes()).unwrap();
+    // Compressed bytes with no NUL byte in them: they look like text to a NUL check.
+    let without_nul = |compress: &dyn Fn(&[u8]) -> Vec<u8>| {
+        (0..10_000u64)
+            .map(|i| {
+                // Varied letters compress with dynamic Huffman codes, which rarely need a NUL.
+                let mut x = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let filler: String = (0..300)
+                    .map(|_| {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        b"abcdefghijklmnopqrstuvwxyz "[(x >> 33) as usize % 27] as char
+                    })
+                    .collect();
+                compress(format!("data={KNOWN} {filler}").as_bytes())
+            })
+            .find(|c| !c.contains(&0))
+            .expect("a compressed form without NUL")
+    };
+    // One Finish call: no sync-flush block (whose empty stored block is all NULs).
+    let deflate_with = |t: &[u8], zlib_header: bool| {
+        let mut c = flate2::Compress::new(flate2::Compression::default(), zlib_header);
+        let mut out = Vec::with_capacity(t.len() * 2 + 64);
+        c.compress_vec(t, &mut out, flate2::FlushCompress::Finish)
+            .unwrap();
+        out
+    };
+    let zlib = |t: &[u8]| deflate_with(t, true);
+    let deflate = |t: &[u8]| deflate_with(t, false);
     for (what, b) in [
-        ("zlib", z.finish().unwrap()),
-        ("raw deflate", d.finish().unwrap()),
-        ("brotli", brotli(text.as_bytes())),
+        ("zlib", without_nul(&zlib)),
+        ("raw deflate", without_nul(&deflate)),
+        (
+            "brotli",
+            brotli(format!("data={KNOWN} and text").as_bytes()),
+        ),
     ] {
         let r = https(&env, p.addr, h, port, post(h, port, "/z", b)).await;
         assert_eq!(r.status, 403, "{what} without a content-encoding");

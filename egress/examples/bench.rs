@@ -360,6 +360,31 @@ async fn measure(name: &str, t: &Target, pid: Option<u32>, secs: u64) -> Row {
 }
 
 struct Proc(Child);
+
+/// Starts egress on a free port with the bench CA, the upstream CA, an audit file and `tail`
+/// (its `[dlp]` and routes); returns once it listens.
+async fn start_egress(bin: &Path, work: &Path, file: &str, tail: &str) -> (Proc, u16) {
+    let port = free_port();
+    let cfg = format!(
+        "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\nupstream_ca = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n{tail}",
+        work.join("ca.pem"),
+        work.join("ca.key"),
+        work.join("upstream-ca.pem"),
+        work.join(format!("{file}-audit.jsonl")),
+    );
+    let config = work.join(format!("{file}.toml"));
+    write(&config, &cfg);
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_port(port).await;
+    (p, port)
+}
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -474,26 +499,11 @@ async fn main() {
             "tunnel = true\n",
         ),
     ] {
-        let port = free_port();
-        let cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\nupstream_ca = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\n{route_extra}",
-            work.join("ca.pem"),
-            work.join("ca.key"),
-            work.join("upstream-ca.pem"),
-            work.join(format!("{file}-audit.jsonl")),
+        let tail = format!(
+            "[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\n{route_extra}",
             upstream.port()
         );
-        let config = work.join(format!("{file}.toml"));
-        write(&config, &cfg);
-        let child = Command::new(&a.egress)
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Proc(child);
-        wait_port(port).await;
+        let (p, port) = start_egress(&a.egress, &work, file, &tail).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         eprintln!("{name}…");
         let mut row = measure(
@@ -520,31 +530,16 @@ async fn main() {
         ),
         ("egress, DLP route", "up-dlp", ""),
     ] {
-        let port = free_port();
         write(
             &work.join("known-secrets"),
             "bench-known-secret-0123456789abcdef\n",
         );
-        let cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\nbottle_id = \"bench\"\nca_cert = {:?}\nca_key = {:?}\nupstream_ca = {:?}\naudit_log = {:?}\nssrf_allow_cidrs = [\"127.0.0.0/8\"]\n[dlp]\ncanary = \"bench-canary-0123456789\"\nknown_secrets_file = {:?}\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\n{route_extra}",
-            work.join("ca.pem"),
-            work.join("ca.key"),
-            work.join("upstream-ca.pem"),
-            work.join(format!("{file}-audit.jsonl")),
+        let tail = format!(
+            "[dlp]\ncanary = \"bench-canary-0123456789\"\nknown_secrets_file = {:?}\n[[route]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nports = [{}]\n{route_extra}",
             work.join("known-secrets"),
             upstream.port()
         );
-        let config = work.join(format!("{file}.toml"));
-        write(&config, &cfg);
-        let child = Command::new(&a.egress)
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Proc(child);
-        wait_port(port).await;
+        let (p, port) = start_egress(&a.egress, &work, file, &tail).await;
         eprintln!("upload: {name}…");
         uploads.push(
             upload(

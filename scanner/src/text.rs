@@ -180,6 +180,14 @@ impl Builder {
     }
 }
 
+/// Positions of `needle` in `data`.
+fn positions(needle: u8, data: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    data.iter()
+        .enumerate()
+        .filter(move |(_, b)| **b == needle)
+        .map(|(i, _)| i)
+}
+
 fn push_char(out: &mut Vec<u8>, c: char) {
     let mut buf = [0u8; 4];
     out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -194,13 +202,19 @@ fn hex4(d: &[u8]) -> Option<u16> {
 }
 
 /// JSON string escapes, wherever they are (the body need not parse as JSON:
-/// a window of a stream never does). Only worth a view when a `\u` or `\/`
-/// could be hiding a character of a secret.
+/// a window of a stream never does). Only worth a view when an escape could
+/// be hiding a character of a secret: `\/` or a `\u` of a printable ASCII
+/// character. Escaped control characters and non-ASCII text (what JSON
+/// encoders write) never spell a token, so such bodies are scanned once.
 fn json(data: &[u8]) -> Option<View> {
-    let has = data
-        .windows(2)
-        .any(|w| w[0] == b'\\' && (w[1] == b'u' || w[1] == b'/'));
-    if !has {
+    let hides = |i: usize| match data.get(i + 1) {
+        Some(b'/') => true,
+        Some(b'u') => {
+            hex4(data.get(i + 2..).unwrap_or_default()).is_some_and(|c| (0x21..0x7f).contains(&c))
+        }
+        _ => false,
+    };
+    if !positions(b'\\', data).any(hides) {
         return None;
     }
     let mut b = Builder::new(data.len());
@@ -471,6 +485,9 @@ mod tests {
         let (s, e) = find(&v, "\u{1f600}z".as_bytes());
         assert_eq!(&data[s..e], br#"\ud83d\ude00z"#);
         assert!(json(br#"{"plain": "text\n"}"#).is_none());
+        // Escapes of control and non-ASCII characters cannot spell a token.
+        assert!(json(br#"{"t": "caf\u00e9 \u001b[0m \ud83d\ude00"}"#).is_none());
+        assert!(json(br#"{"t": "\u0067"}"#).is_some());
     }
 
     #[test]

@@ -213,6 +213,15 @@ impl Stage for Sink {
     }
 }
 
+/// An error of `coding`'s layer: one from a layer inside it keeps naming that layer.
+fn failed(coding: Coding, e: std::io::Error) -> std::io::Error {
+    if e.get_ref().is_some_and(|i| i.is::<Failed>()) {
+        e
+    } else {
+        std::io::Error::other(Failed(coding))
+    }
+}
+
 /// Which coding failed, carried inside the `io::Error`.
 #[derive(Debug)]
 struct Failed(Coding);
@@ -244,14 +253,6 @@ enum LayerState {
 }
 
 impl Layer {
-    fn fail(&self, e: std::io::Error) -> std::io::Error {
-        if e.get_ref().is_some_and(|i| i.is::<Failed>()) {
-            e
-        } else {
-            std::io::Error::other(Failed(self.coding))
-        }
-    }
-
     fn start(&mut self, first: u8) -> std::io::Result<()> {
         let LayerState::Waiting(next) = std::mem::replace(&mut self.state, LayerState::Gone) else {
             return Ok(());
@@ -291,7 +292,7 @@ impl Write for Layer {
             LayerState::Zstd(d) => d.write(buf),
             LayerState::Waiting(_) | LayerState::Gone => Ok(buf.len()),
         };
-        r.map_err(|e| self.fail(e))
+        r.map_err(|e| failed(self.coding, e))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -302,13 +303,7 @@ impl Write for Layer {
 impl Stage for Layer {
     fn end(self: Box<Self>) -> std::io::Result<()> {
         let coding = self.coding;
-        let fail = |e: std::io::Error| {
-            if e.get_ref().is_some_and(|i| i.is::<Failed>()) {
-                e
-            } else {
-                std::io::Error::other(Failed(coding))
-            }
-        };
+        let fail = |e| failed(coding, e);
         let next = match self.state {
             LayerState::Waiting(next) => next,
             LayerState::Gzip(d) => d.finish().map_err(fail)?,

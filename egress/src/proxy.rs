@@ -414,6 +414,16 @@ struct Refused {
     rule: Option<String>,
 }
 
+impl Refused {
+    fn dlp(r: Refusal) -> Refused {
+        Refused {
+            kind: Kind::Dlp,
+            detail: r.detail,
+            rule: r.rule,
+        }
+    }
+}
+
 fn refused(kind: Kind, detail: impl Into<String>) -> Refused {
     Refused {
         kind,
@@ -895,6 +905,14 @@ fn route_allows(route: &Route, req: &forge::Request<'_>) -> bool {
     }
 }
 
+/// A request target's path and query.
+fn split_query(pq: &str) -> (&str, Option<&str>) {
+    match pq.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (pq, None),
+    }
+}
+
 /// The path (without its query) lies under one of the route's prefixes.
 fn path_allowed(route: &Route, path: &str) -> bool {
     match &route.kind {
@@ -1018,10 +1036,7 @@ async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
-    let (path, query) = match pq.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (pq.as_str(), None),
-    };
+    let (path, query) = split_query(&pq);
     match path::check(path) {
         Ok(()) => {}
         Err(path::PathProblem::NotAbsolute) => {
@@ -1135,10 +1150,7 @@ async fn handle(
 
     // DLP may have redacted the URL: the path upstream sees must pass the same checks.
     if send_pq != pq {
-        let (sent_path, sent_query) = match send_pq.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (send_pq.as_str(), None),
-        };
+        let (sent_path, sent_query) = split_query(&send_pq);
         let sent = forge::Request {
             path: sent_path,
             query: sent_query,
@@ -1270,11 +1282,7 @@ async fn handle(
     if let Some(r) = verdict.as_deref().and_then(Verdict::refusal) {
         // DLP broke the body off mid-way: whatever upstream made of the truncated request,
         // the agent gets the refusal.
-        return Err(Refused {
-            kind: Kind::Dlp,
-            detail: r.detail.clone(),
-            rule: r.rule.clone(),
-        });
+        return Err(Refused::dlp(r.clone()));
     }
     let mut resp = match resp {
         Err(_) => {
@@ -1365,11 +1373,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Another route's placeholder on this one (URL, header or body).
 fn placeholder_refusal(other: &str, route: &str) -> Refused {
-    Refused {
-        kind: Kind::Dlp,
-        detail: format!("the placeholder of route {other} cannot be sent to route {route}"),
-        rule: Some("placeholder".into()),
-    }
+    Refused::dlp(Refusal::placeholder(other, route))
 }
 
 /// Where a finding was.
@@ -1399,7 +1403,7 @@ async fn apply_dlp(
         detail,
         rule,
     };
-    let from = |r: Refusal| dlp_refusal(r.rule, r.detail);
+    let from = Refused::dlp;
     // Host labels and the method: never redactable.
     for (what, data) in [
         ("host name", host),

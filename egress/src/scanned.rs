@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -47,16 +47,21 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// Another route's placeholder on this one (URL, header or body).
+    pub fn placeholder(other: &str, route: &str) -> Refusal {
+        Refusal {
+            rule: Some("placeholder".into()),
+            detail: format!("the placeholder of route {other} cannot be sent to route {route}"),
+        }
+    }
+
     pub fn from_stop(stop: Stop, route: &str) -> Refusal {
         match stop {
             Stop::Found(rule) => Refusal {
                 detail: format!("secret ({rule}) in body"),
                 rule: Some(rule),
             },
-            Stop::Placeholder(other) => Refusal {
-                rule: Some("placeholder".into()),
-                detail: format!("the placeholder of route {other} cannot be sent to route {route}"),
-            },
+            Stop::Placeholder(other) => Refusal::placeholder(&other, route),
             Stop::Opaque(why) => Refusal {
                 rule: None,
                 detail: why,
@@ -157,10 +162,6 @@ pub struct FieldHits {
 }
 
 impl FieldHits {
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.values.is_empty()
-    }
-
     pub fn hits(&self) -> impl Iterator<Item = &Hit> {
         self.names
             .iter()
@@ -292,35 +293,13 @@ pub async fn read_first(
 
 /// A body that was read and scanned whole: its bytes, then its trailers.
 pub fn whole(bytes: Bytes, trailers: Option<HeaderMap>) -> Body {
-    Whole {
-        data: (!bytes.is_empty()).then_some(bytes),
-        trailers,
-    }
-    .boxed_unsync()
-}
-
-struct Whole {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl HttpBody for Whole {
-    type Data = Bytes;
-    type Error = BoxError;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(d) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(d))));
-        }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    match trailers {
+        None => Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
+        Some(t) => StreamBody::new(futures_util::stream::iter([
+            Ok(Frame::data(bytes)),
+            Ok(Frame::trailers(t)),
+        ]))
+        .boxed_unsync(),
     }
 }
 
@@ -394,7 +373,7 @@ pub fn stream_rest(
 }
 
 /// One scan step of pushed bytes, inline when small, else on the pool.
-pub async fn step(
+async fn step(
     pool: &ScanPool,
     mut scan: BodyScan,
     raw: Bytes,
@@ -411,7 +390,7 @@ pub async fn step(
 }
 
 /// The last bytes of a body and its end.
-pub async fn last_step(
+async fn last_step(
     pool: &ScanPool,
     mut scan: BodyScan,
     raw: Bytes,

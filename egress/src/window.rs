@@ -25,6 +25,10 @@ use crate::dlp::{self, DlpEngine, ExactSet, Hit};
 
 /// Decoded bytes kept back from each window and scanned again with the next.
 pub const OVERLAP: usize = 256 << 10;
+/// The longest secret no window border can hide, whatever text escape spells it: a 4 KiB PEM
+/// key, every byte in its longest escaped form.
+const LONGEST_SECRET: usize = 4 << 10;
+const _: () = assert!(OVERLAP >= LONGEST_SECRET * scanner::MAX_EXPANSION);
 /// Encoded bytes held back beyond the decoded window (bytes that have not decoded yet).
 const MAX_HELD_ENCODED: usize = 8 << 20;
 
@@ -72,8 +76,6 @@ pub struct BodyScan {
     /// Decoded bytes not yet cleared; `plain[0]` is decoded offset `cleared`.
     plain: Vec<u8>,
     cleared: u64,
-    /// Decoded bytes so far.
-    decoded: u64,
     /// Encoded chunks not yet cleared, each with the decoded offset its bytes reach.
     encoded: VecDeque<(Bytes, u64)>,
     encoded_held: usize,
@@ -93,7 +95,6 @@ impl BodyScan {
             policy,
             plain: Vec::new(),
             cleared: 0,
-            decoded: 0,
             encoded: VecDeque::new(),
             encoded_held: 0,
             first: true,
@@ -161,11 +162,11 @@ impl BodyScan {
     }
 
     fn take_decoded(&mut self, raw: Bytes, decoded: Vec<u8>) {
-        self.decoded += decoded.len() as u64;
         self.plain.extend_from_slice(&decoded);
         if !self.decoder.is_identity() && !raw.is_empty() {
             self.encoded_held += raw.len();
-            self.encoded.push_back((raw, self.decoded));
+            let reach = self.cleared + self.plain.len() as u64;
+            self.encoded.push_back((raw, reach));
         }
     }
 

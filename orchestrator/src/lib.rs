@@ -21,5 +21,6 @@ pub mod plan;
 pub mod provision;
 pub mod render;
 pub mod state;
+pub mod workspace;
 
 pub use error::{Error, Problem};

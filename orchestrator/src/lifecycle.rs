@@ -324,7 +324,18 @@ pub fn layout_from_plan(
         }),
     )?;
     let plan = &plan;
-    let tokens: Vec<String> = plan.tokens.iter().map(|t| t.var.clone()).collect();
+    // What the agent itself holds and must not send out: the host variables
+    // forwarded into its environment (never the real tokens, which stay in
+    // cred-proxy).
+    let forwarded: Vec<String> = plan
+        .agent_container
+        .env
+        .iter()
+        .filter_map(|e| match &e.value {
+            plan::EnvValue::Host { var } => Some(var.clone()),
+            _ => None,
+        })
+        .collect();
     // Operator files copied into sidecars, by the name they get there.
     let host_files: BTreeMap<String, PathBuf> = plan
         .git
@@ -364,7 +375,7 @@ pub fn layout_from_plan(
             mode: 0o600,
         }];
         for (name, what) in &s.files {
-            let Some(contents) = secrets.file_for(name, &tokens, &host_files) else {
+            let Some(contents) = secrets.file_for(name, &forwarded, &host_files) else {
                 return Err(Error::Invalid {
                     what: format!("{}: don't know how to make /config/{name} ({what})", s.role),
                 });
@@ -532,7 +543,7 @@ fn resolve_env(
 
 fn marker_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"@@bb-(env|file):([^@\n]+)@@").expect("literal regex"))
+    RE.get_or_init(|| Regex::new(r"@@bb-(env|known|file):([^@\n]+)@@").expect("literal regex"))
 }
 
 /// A component's files for this bring-up: addresses filled in, token values
@@ -553,6 +564,15 @@ fn rendered(spec: &ServiceSpec, domains: &[DomainInfo]) -> Result<ServiceSpec, E
             out.extend_from_slice(&text.as_bytes()[last..m.start()]);
             last = m.end();
             match &c[1] {
+                // A forwarded value the agent holds: a known secret only if
+                // it could be one (unset or short values and host names
+                // would block ordinary requests).
+                "known" => {
+                    if let Ok(v) = std::env::var(&c[2]) {
+                        let lines = crate::provision::known_secret_lines(&v);
+                        out.extend_from_slice(lines.join("\n").as_bytes());
+                    }
+                }
                 "env" => match std::env::var(&c[2]) {
                     Ok(v) => out.extend_from_slice(v.as_bytes()),
                     Err(_) => {
@@ -855,7 +875,7 @@ async fn provision_files<B: Backend<Error = Error>>(
     b?;
     c?;
     if let Some(cwd) = cwd {
-        let tar = provision::workspace_tar(cwd, uid)?;
+        let tar = crate::workspace::tar_of(cwd, uid)?;
         let files = untar_specs(&tar)?;
         cancellable(
             cancel,

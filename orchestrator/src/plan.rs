@@ -1004,7 +1004,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                 );
                 files.insert(
                     "known-secrets".into(),
-                    "the bottle's token values and canary, one a line (at start)".into(),
+                    "the canary and the agent's forwarded env values, one a line (at start; never a real token)".into(),
                 );
             }
             Role::CredProxy => {
@@ -1030,7 +1030,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                 }
                 files.insert(
                     "known-secrets".into(),
-                    "the bottle's token values and canary, one a line (at start)".into(),
+                    "the canary and the agent's forwarded env values, one a line (at start; never a real token)".into(),
                 );
             }
             _ => {}

@@ -2,12 +2,11 @@
 //! after it starts: the CA in its trust store, git identity and gate URLs,
 //! prompt, skills, MCP registration, and the `--cwd` working tree.
 //!
-//! The CA key only ever goes to egress. Nothing here runs a program the
-//! bottle wrote on the host: the working tree is copied as data (no hooks,
-//! no symlink followed out of it, credentials removed from `.git/config`).
+//! The CA key only ever goes to egress, the real tokens only to cred-proxy
+//! (see `known-secrets`). The `--cwd` copy is `workspace`'s.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use rand::RngCore;
 use rcgen::{
@@ -116,12 +115,16 @@ impl Secrets {
     /// Contents of a file the plan asks for by name (`ca.pem`, `ca.key`,
     /// `known-secrets`, or one of `host_files`: `id_<remote>`,
     /// `upstream-ca.pem`). Values that must not be stored in the state dir
-    /// (token values, operator files) are markers resolved at each bring-up
-    /// (see `lifecycle`).
+    /// (forwarded env values, operator files) are markers resolved at each
+    /// bring-up (see `lifecycle`).
+    ///
+    /// `known-secrets` holds only what the agent can hold itself: the canary
+    /// and the host variables forwarded into its environment. The real
+    /// tokens never go there: egress and git-gate must not hold them.
     pub fn file_for(
         &self,
         name: &str,
-        tokens: &[String],
+        forwarded: &[String],
         host_files: &BTreeMap<String, PathBuf>,
     ) -> Option<Vec<u8>> {
         match name {
@@ -129,8 +132,8 @@ impl Secrets {
             "ca.key" => Some(self.ca_key_pem.clone().into_bytes()),
             "known-secrets" => {
                 let mut s = format!("{}\n", self.canary);
-                for t in tokens {
-                    s.push_str(&format!("@@bb-env:{t}@@\n"));
+                for var in forwarded {
+                    s.push_str(&format!("@@bb-known:{var}@@\n"));
                 }
                 Some(s.into_bytes())
             }
@@ -140,6 +143,68 @@ impl Secrets {
             }
         }
     }
+}
+
+/// Whether a value forwarded into the agent is scanned for as a known
+/// secret: 16 characters or more and not a host name, address or URL
+/// naming one (`GH_HOST=github.com` must not block every request naming
+/// GitHub). A URL with credentials in it stays a secret.
+pub fn is_known_secret(value: &str) -> bool {
+    let v = value.trim();
+    v.chars().count() >= 16 && !names_a_host(v)
+}
+
+/// The lines of `known-secrets` for one forwarded value. The file holds one
+/// secret a line, so a value of several lines (a PEM key) gives each of its
+/// lines that could be a secret on its own; a short last line of base64
+/// would otherwise block every request that contains it.
+pub fn known_secret_lines(value: &str) -> Vec<&str> {
+    value
+        .lines()
+        .map(str::trim)
+        .filter(|l| is_known_secret(l))
+        .collect()
+}
+
+/// A host name, `host:port`, an IP address or a URL without user info.
+fn names_a_host(v: &str) -> bool {
+    let host = match v.split_once("://") {
+        Some((scheme, rest)) => {
+            if scheme.is_empty()
+                || !scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+            {
+                return false;
+            }
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if authority.contains('@') {
+                return false;
+            }
+            authority
+        }
+        None => v,
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() || host.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        // A dotted run of digits and hex that no TLD ends with is not a name.
+        && name.rsplit('.').next().is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
 }
 
 /// `~/.gitconfig` for the agent: identity and the gate in place of upstreams.
@@ -176,169 +241,6 @@ pub fn claude_settings(supervise_url: &str) -> String {
     .to_string()
 }
 
-/// Removes credentials from a `.git/config`: `url = https://user:token@host`
-/// becomes `url = https://host`, credential helpers and extra headers go.
-pub fn strip_git_credentials(config: &str) -> String {
-    let mut out = String::new();
-    let mut skip_section = false;
-    for line in config.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            skip_section = t.to_ascii_lowercase().starts_with("[credential");
-        }
-        if skip_section {
-            continue;
-        }
-        let key = t
-            .split('=')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if key == "extraheader"
-            || key == "helper"
-            || key == "askpass"
-            || key == "sshcommand"
-            || key == "fsmonitor"
-            || key == "hookspath"
-        {
-            continue;
-        }
-        if key == "url" || key == "pushurl" {
-            if let Some((k, v)) = line.split_once('=') {
-                let v = v.trim();
-                let cleaned = match v.split_once("://") {
-                    Some((scheme, rest)) => match rest.split_once('@') {
-                        Some((userinfo, host))
-                            if !host.contains('/')
-                                || userinfo.find('/').is_none_or(|i| i > userinfo.len()) =>
-                        {
-                            if userinfo.contains(':') || scheme.starts_with("http") {
-                                format!("{scheme}://{host}")
-                            } else {
-                                v.to_string()
-                            }
-                        }
-                        _ => v.to_string(),
-                    },
-                    None => v.to_string(),
-                };
-                out.push_str(&format!("{k}= {cleaned}\n"));
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// A tar of the working tree at `root` for `/workspace`: `.gitignore`
-/// respected, no symlink pointing out of the tree, no `.git/hooks`,
-/// `.git/config` without credentials. Entries are owned by `uid`.
-pub fn workspace_tar(root: &Path, uid: u32) -> Result<Vec<u8>, Error> {
-    let root = root.canonicalize().map_err(|e| Error::Io {
-        path: root.to_path_buf(),
-        source: e,
-    })?;
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| Error::Io { path: p, source: e }
-    };
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    let walker = ignore::WalkBuilder::new(&root)
-        .hidden(false)
-        .git_ignore(true)
-        .git_exclude(true)
-        .git_global(false)
-        .parents(false)
-        .follow_links(false)
-        .require_git(false)
-        .build();
-    let mut seen = BTreeMap::new();
-    for entry in walker {
-        let entry = entry.map_err(|e| Error::Invalid {
-            what: format!("--cwd walk: {e}"),
-        })?;
-        let path = entry.path();
-        let rel = match path.strip_prefix(&root) {
-            Ok(r) if !r.as_os_str().is_empty() => r.to_path_buf(),
-            _ => continue,
-        };
-        let rel_s = rel.to_string_lossy().to_string();
-        if rel_s.starts_with(".git/hooks") {
-            continue;
-        }
-        seen.insert(rel_s.clone(), ());
-        let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(u64::from(uid));
-        h.set_gid(u64::from(uid));
-        h.set_mtime(
-            meta.modified()
-                .ok()
-                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs()),
-        );
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(path).map_err(io(path))?;
-            if !link_stays_inside(&rel, &target) {
-                continue;
-            }
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            h.set_mode(0o777);
-            b.append_link(&mut h, &rel, &target).map_err(io(path))?;
-        } else if meta.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_size(0);
-            h.set_mode(0o755);
-            b.append_data(&mut h, &rel, std::io::empty())
-                .map_err(io(path))?;
-        } else if meta.is_file() {
-            let mut data = std::fs::read(path).map_err(io(path))?;
-            if rel_s == ".git/config" {
-                data = strip_git_credentials(&String::from_utf8_lossy(&data)).into_bytes();
-            }
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(data.len() as u64);
-            h.set_mode(
-                if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0 {
-                    0o755
-                } else {
-                    0o644
-                },
-            );
-            b.append_data(&mut h, &rel, data.as_slice())
-                .map_err(io(path))?;
-        }
-    }
-    // The walk skips .git itself unless hidden(false) picked it; git metadata
-    // matters for the agent's work, so copy it even when .gitignore'd content is not.
-    b.into_inner().map_err(io(&root))
-}
-
-/// Whether a symlink at `rel` pointing to `target` resolves inside the tree.
-fn link_stays_inside(rel: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = rel.components().count() as i64 - 1;
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
-        }
-        if depth < 0 {
-            return false;
-        }
-    }
-    true
-}
-
 /// A file for the agent's home (owned by the agent user).
 pub fn file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
     FileSpec {
@@ -364,58 +266,32 @@ mod tests {
     }
 
     #[test]
-    fn git_credentials_are_removed() {
-        let cfg = "[core]\n\thooksPath = /tmp/evil\n[remote \"origin\"]\n\turl = https://me:ghp_secret@github.com/me/app.git\n[credential]\n\thelper = store\n[http]\n\textraheader = AUTHORIZATION: basic xyz\n";
-        let out = strip_git_credentials(cfg);
-        assert!(!out.contains("ghp_secret"), "{out}");
-        assert!(out.contains("https://github.com/me/app.git"), "{out}");
-        assert!(!out.contains("helper"));
-        assert!(!out.contains("extraheader"));
-        assert!(!out.contains("hooksPath"));
-    }
-
-    #[test]
-    fn symlinks_out_of_the_tree_are_refused() {
-        assert!(link_stays_inside(Path::new("a/b"), Path::new("../c")));
-        assert!(!link_stays_inside(
-            Path::new("a"),
-            Path::new("../../etc/passwd")
+    fn known_secrets_are_values_that_could_be_secrets_never_host_names() {
+        assert!(is_known_secret("sk-live-0123456789abcdef"));
+        assert!(is_known_secret(
+            "https://me:tok3n0123456789@git.example.com/x"
         ));
-        assert!(!link_stays_inside(Path::new("a"), Path::new("/etc/passwd")));
-    }
-
-    #[test]
-    fn workspace_copy_respects_gitignore_and_drops_hooks() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
-        std::fs::create_dir_all(r.join(".git/hooks")).unwrap();
-        std::fs::write(r.join(".git/hooks/pre-commit"), "#!/bin/sh\nevil").unwrap();
-        std::fs::write(
-            r.join(".git/config"),
-            "[remote \"o\"]\n\turl = https://u:tok@h/x\n",
-        )
-        .unwrap();
-        std::fs::write(r.join(".gitignore"), "target/\n").unwrap();
-        std::fs::create_dir_all(r.join("target")).unwrap();
-        std::fs::write(r.join("target/big"), "x").unwrap();
-        std::fs::write(r.join("main.rs"), "fn main(){}").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", r.join("passwd")).unwrap();
-        let tar_bytes = workspace_tar(r, 1000).unwrap();
-        let mut a = tar::Archive::new(tar_bytes.as_slice());
-        let mut names = Vec::new();
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().display().to_string();
-            if name == ".git/config" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-                assert!(!s.contains("tok"));
-            }
-            names.push(name);
+        for v in [
+            "short-value",
+            "api.example.test",
+            "github.enterprise.example.com",
+            "registry.example.com:5000",
+            "https://api.example.com/v1/models",
+            "2001:db8::1234:5678",
+            "[2001:db8::1]:8080",
+            "192.168.100.200:8080",
+        ] {
+            assert!(!is_known_secret(v), "{v}");
         }
-        assert!(names.contains(&"main.rs".to_string()), "{names:?}");
-        assert!(!names.iter().any(|n| n.starts_with("target")), "{names:?}");
-        assert!(!names.iter().any(|n| n.contains("hooks")), "{names:?}");
-        assert!(!names.contains(&"passwd".to_string()), "{names:?}");
+        assert_eq!(
+            known_secret_lines(
+                "-----BEGIN KEY-----\nMIIBVwIBADANBgkqhkiG9w0B\nAQE=\n-----END KEY-----\n"
+            ),
+            vec![
+                "-----BEGIN KEY-----",
+                "MIIBVwIBADANBgkqhkiG9w0B",
+                "-----END KEY-----"
+            ]
+        );
     }
 }

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use e2e_support::*;
 
 const TOKEN_VALUE: &str = "e2e-real-token-0123456789abcdef";
+/// A value forwarded into the agent: a known secret egress refuses to let out.
+const FORWARDED_VALUE: &str = "fwd-agent-value-9f8e7d6c5b4a";
+/// A forwarded host name of 16 characters: never a known secret.
+const FORWARDED_HOST: &str = "api.example.test";
 
 /// Builds the images once per test binary; false (skip) when impossible outside CI.
 fn images_ready(test: &str) -> bool {
@@ -223,7 +227,7 @@ fn write_manifests(th: &TestHome, internet: &Internet) {
     let ca = root.join("upstream-ca.pem");
     std::fs::write(&ca, &internet.ca_pem).unwrap();
     let bottle = format!(
-        "---\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  upstream_ca: {ca}\n  routes:\n    - host: api.example.test\n      ports: [80]\n      matches:\n        - paths: [{{ type: prefix, value: /allowed }}]\n          methods: [GET, POST]\n    - host: auth.example.test\n      ports: [443]\n      auth: {{ scheme: Bearer, token_ref: E2E_TOKEN }}\n---\ntest bottle\n",
+        "---\nenv:\n  E2E_FWD_SECRET: ${{E2E_FWD}}\n  E2E_FWD_HOST: ${{E2E_FWD_HOSTNAME}}\negress:\n  attach_networks: [{net}]\n  ssrf_allow_cidrs: [{subnet}]\n  upstream_ca: {ca}\n  routes:\n    - host: api.example.test\n      ports: [80]\n      matches:\n        - paths: [{{ type: prefix, value: /allowed }}]\n          methods: [GET, POST]\n    - host: auth.example.test\n      ports: [443]\n      auth: {{ scheme: Bearer, token_ref: E2E_TOKEN }}\n---\ntest bottle\n",
         net = internet.net,
         subnet = internet.subnet,
         ca = ca.display()
@@ -245,9 +249,26 @@ fn run(th: &TestHome, args: &[&str]) -> std::process::Output {
     th.cmd()
         .args(args)
         .env("E2E_TOKEN", TOKEN_VALUE)
+        .env("E2E_FWD", FORWARDED_VALUE)
+        .env("E2E_FWD_HOSTNAME", FORWARDED_HOST)
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// One file of a bottle's container, read with `docker cp` (sidecar images
+/// have no shell to `cat` it with).
+fn container_file(id: &str, role: &str, path: &str) -> String {
+    let o = Command::new("docker")
+        .args(["cp", &format!("bb-{id}-{role}:{path}"), "-"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker cp {path}: {}", text(&o.stderr));
+    let mut archive = tar::Archive::new(o.stdout.as_slice());
+    let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut s).unwrap();
+    s
 }
 
 /// `curl URL` inside bottle `id` through `exec`; stdout is the HTTP status.
@@ -295,6 +316,8 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
          echo HOSTCANARY=$(curl -s -i -m 10 http://$BOT_BOTTLE_CANARY.api.example.test/ | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
          ESC=$(printf '%s' \"$BOT_BOTTLE_CANARY\" | od -An -tx1 -v | tr -s ' \\n' ' ' | sed 's/ \\([0-9a-f][0-9a-f]\\)/\\\\u00\\1/g'); \
          echo JSONCANARY=$(curl -s -i -m 10 -H 'content-type: application/json' --data-binary \"{{\\\"k\\\":\\\"$ESC\\\"}}\" http://api.example.test/allowed | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
+         echo FWDSECRET=$(curl -s -i -m 10 --data-binary \"v=$E2E_FWD_SECRET\" http://api.example.test/allowed | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
+         echo FWDHOST=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 --data-binary \"v=$E2E_FWD_HOST\" http://$E2E_FWD_HOST/allowed); \
          env > /tmp/env; grep -c {TOKEN_VALUE} /tmp/env | sed 's/^/TOKEN_LINES=/'; \
          grep -q '^GH_TOKEN\\|bb-placeholder' /tmp/env && echo PLACEHOLDER=yes || echo PLACEHOLDER=no; \
          exit 7",
@@ -311,7 +334,18 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
     .unwrap();
     std::fs::write(
         p.join(".git/config"),
-        "[remote \"origin\"]\n\turl = https://me:ghp_cwdsecret@example.test/x.git\n",
+        "[remote \"origin\"]\n\turl = https://me:ghp_cwdsecret@example.test/x.git\n[url \"https://oauth2:ghp_cwdheader@example.test/\"]\n\tinsteadOf = https://example.test/\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join(".git/config.worktree"),
+        "[http]\n\textraheader = Authorization: Bearer ghp_cwdworktree\n",
+    )
+    .unwrap();
+    std::fs::write(p.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(
+        p.join(".git-credentials"),
+        "https://me:ghp_cwdstore@example.test\n",
     )
     .unwrap();
     std::fs::write(p.join(".gitignore"), "build/\n").unwrap();
@@ -324,7 +358,8 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
          test -e /workspace/build/artifact && echo IGNORED=copied; \
          test -e /workspace/.git/hooks/post-checkout && echo HOOK=copied; \
          test -L /workspace/shadow && echo LINK=copied; \
-         grep -q ghp_cwdsecret /workspace/.git/config && echo GITCRED=copied; exit 7"
+         grep -rq ghp_cwd /workspace && echo GITCRED=copied; \
+         grep -q 'insteadOf = https://example.test/' /workspace/.git/config && echo URLHEADER=kept; exit 7"
     );
     let script = script.replacen("exit 7;", "true;", 1);
     let o = run(
@@ -349,6 +384,14 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
         "CMD's exit code is start's\nstdout:\n{out}\nstderr:\n{err}"
     );
     assert!(out.contains("ALLOWED=200"), "allowed route: {out}\n{err}");
+    // --cwd: the tree arrives without ignored files, hooks, links out of it
+    // or any credential of its git configs.
+    assert!(out.contains("CWD_FILE=yes"), "--cwd copy: {out}");
+    assert!(!out.contains("=copied"), "--cwd copied too much: {out}");
+    assert!(
+        out.contains("URLHEADER=kept"),
+        "the url section stays, cleaned: {out}"
+    );
     // egress intercepts TLS with the bottle CA (the agent trusts it), hands
     // the request to cred-proxy, which injects the real token and dials the
     // upstream over TLS verified against `egress.upstream_ca`.
@@ -393,6 +436,16 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
     assert!(
         out.contains("JSONCANARY=dlp:"),
         "JSON-escaped canary: {out}"
+    );
+    // What the agent holds from the operator's environment must not leave,
+    // but a forwarded host name is no secret.
+    assert!(
+        out.contains("FWDSECRET=dlp:"),
+        "a forwarded value sent out: {out}"
+    );
+    assert!(
+        out.contains("FWDHOST=200"),
+        "a forwarded host name blocked requests naming it: {out}"
     );
     assert!(
         out.contains("TOKEN_LINES=0"),
@@ -530,6 +583,12 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
     );
     let o = curl_status(&th, &id, "http://api.example.test/allowed");
     assert_eq!(text(&o.stdout), "200", "{}", text(&o.stderr));
+    // Real tokens stay in cred-proxy: egress scans for what the agent holds.
+    let known = container_file(&id, "egress", "/config/known-secrets");
+    assert!(!known.contains(TOKEN_VALUE), "egress holds the real token");
+    assert!(known.contains("bbcanary-"), "no canary: {known}");
+    assert!(known.lines().any(|l| l == FORWARDED_VALUE), "{known}");
+    assert!(!known.contains(FORWARDED_HOST), "a host name: {known}");
 
     let before = agent_started_at(&id);
     assert_eq!(

@@ -135,29 +135,85 @@ fn image_line(image: &str, src: &ImageSource) -> String {
     }
 }
 
-/// The preflight summary a person reads before answering y/N.
+/// The preflight summary a person reads before answering y/N. Every value
+/// in it is printed with control and bidi characters escaped (a manifest
+/// value must not act on the operator's terminal); colour is laid over the
+/// escaped text, on the summary's own words only.
 pub fn human(plan: &Plan, color: bool) -> String {
-    let red = |s: &str| {
-        if color {
-            format!("\x1b[1;31m{s}\x1b[0m")
-        } else {
-            s.to_string()
+    let text = crate::terminal::escape_lines(&summary(plan));
+    if color {
+        paint(&text)
+    } else {
+        text
+    }
+}
+
+const BOLD: &str = "\x1b[1m";
+const RED: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[33m";
+const RESET: &str = "\x1b[0m";
+
+/// Headings of the summary, in bold.
+const HEADINGS: [&str; 10] = [
+    "bottle",
+    "networks",
+    "sidecars",
+    "hosts reachable:",
+    "routes (everything else is refused)",
+    "git remotes (through git-gate)",
+    "tokens (by name; values never leave cred-proxy)",
+    "supervise:",
+    "warnings (a real start refuses missing identity files and unset tokens)",
+    "notes",
+];
+
+/// Colour for an escaped summary: headings bold, warnings and routes
+/// without DLP yellow, forge writes red.
+fn paint(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut in_warnings = false;
+    for line in text.split_inclusive('\n') {
+        let (body, nl) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        if let Some(h) = HEADINGS
+            .iter()
+            .find(|h| body == **h || body.strip_prefix(**h).is_some_and(|r| r.starts_with(' ')))
+        {
+            in_warnings = h.starts_with("warnings");
+            out.push_str(&format!("{BOLD}{h}{RESET}{}{nl}", &body[h.len()..]));
+            continue;
         }
-    };
-    let yellow = |s: &str| {
-        if color {
-            format!("\x1b[33m{s}\x1b[0m")
-        } else {
-            s.to_string()
+        if body.is_empty() {
+            in_warnings = false;
         }
-    };
-    let bold = |s: &str| {
-        if color {
-            format!("\x1b[1m{s}\x1b[0m")
+        let painted = if in_warnings && !body.is_empty() {
+            format!("  {YELLOW}{}{RESET}", body.trim_start())
+        } else if body.trim_start().starts_with(FORGE_WRITE) {
+            format!("    {RED}{}{RESET}", body.trim_start())
+        } else if let Some(m) = [NO_DLP_TUNNEL, NO_DLP]
+            .iter()
+            .find(|m| body.contains(&format!("  {m}")))
+        {
+            body.replacen(&format!("  {m}"), &format!("  {YELLOW}{m}{RESET}"), 1)
         } else {
-            s.to_string()
-        }
-    };
+            body.to_string()
+        };
+        out.push_str(&painted);
+        out.push_str(nl);
+    }
+    out
+}
+
+const FORGE_WRITE: &str = "WRITE to a git remote's forge through its API";
+const NO_DLP_TUNNEL: &str = "tunnel: no DLP, not intercepted";
+const NO_DLP: &str = "no DLP";
+
+/// The summary's text, uncoloured and unescaped.
+fn summary(plan: &Plan) -> String {
+    let plain = |s: &str| s.to_string();
+    let (red, yellow, bold) = (plain, plain, plain);
     let mut o = String::new();
     let w = &mut o;
     let _ = writeln!(
@@ -320,9 +376,9 @@ pub fn human(plan: &Plan, color: bool) -> String {
         if r.gate_only {
             let _ = write!(line, "  git-gate only (the agent cannot open it)");
         } else if r.tunnel {
-            let _ = write!(line, "  {}", yellow("tunnel: no DLP, not intercepted"));
+            let _ = write!(line, "  {}", yellow(NO_DLP_TUNNEL));
         } else if r.dlp.outbound_detectors.is_empty() {
-            let _ = write!(line, "  {}", yellow("no DLP"));
+            let _ = write!(line, "  {}", yellow(NO_DLP));
         } else {
             let _ = write!(
                 line,
@@ -345,15 +401,18 @@ pub fn human(plan: &Plan, color: bool) -> String {
         let _ = write!(line, "  [{}]", origin_short(&r.origin));
         let _ = writeln!(w, "{line}");
         if r.allow_writes {
-            let _ =
-                writeln!(
-                    w,
-                    "    {}",
-                    red(&format!(
-                    "WRITE to a git remote's forge through its API ({}): this goes around git-gate",
-                    r.paths.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(", ")
+            let _ = writeln!(
+                w,
+                "    {}",
+                red(&format!(
+                    "{FORGE_WRITE} ({}): this goes around git-gate",
+                    r.paths
+                        .iter()
+                        .map(|p| p.value.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
-                );
+            );
         }
     }
 

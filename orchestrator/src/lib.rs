@@ -21,6 +21,7 @@ pub mod plan;
 pub mod provision;
 pub mod render;
 pub mod state;
+pub mod terminal;
 pub mod workspace;
 
 pub use error::{Error, Problem};

@@ -1144,8 +1144,18 @@ impl Bottle {
     /// Runs a command in the agent, streaming its output; returns its exit code.
     pub async fn run(&self, cmd: Vec<String>) -> Result<i64, Error> {
         self.require_running().await?;
-        let mut out = std::io::stdout();
-        let mut err = std::io::stderr();
+        // On a terminal, what the command prints is filtered like the pty of
+        // an interactive session; into a file or pipe it goes byte for byte.
+        let mut out: Box<dyn Write + Send> = if std::io::stdout().is_terminal() {
+            Box::new(crate::terminal::Screen::new(std::io::stdout()))
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let mut err: Box<dyn Write + Send> = if std::io::stderr().is_terminal() {
+            Box::new(crate::terminal::Screen::new(std::io::stderr()))
+        } else {
+            Box::new(std::io::stderr())
+        };
         let r = self
             .backend
             .exec(
@@ -1153,8 +1163,8 @@ impl Bottle {
                 Role::Agent,
                 self.request(cmd),
                 OutputSink::Stream {
-                    stdout: &mut out,
-                    stderr: &mut err,
+                    stdout: &mut *out,
+                    stderr: &mut *err,
                 },
             )
             .await?;
@@ -1357,27 +1367,34 @@ pub async fn info(home: &Home, id: &str) -> Result<i32, Error> {
         .read("running.json")
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    println!("id:        {}", meta.id);
-    println!("agent:     {}", meta.agent);
+    // Container states and names come from the engine, but may carry what
+    // a bottle wrote (a health check's output): printed escaped.
+    let e = crate::terminal::escape;
+    println!("id:        {}", e(&meta.id));
+    println!("agent:     {}", e(&meta.agent));
     if let Some(b) = &meta.bottle {
-        println!("bottle:    {b}");
+        println!("bottle:    {}", e(b));
     }
-    println!("state:     {}", state.path.display());
+    println!("state:     {}", e(&state.path.display().to_string()));
     println!(
         "status:    {}",
-        entry.as_ref().map_or("stopped", |e| e.status.as_str())
+        e(entry.as_ref().map_or("stopped", |e| e.status.as_str()))
     );
     if let Some(img) = &meta.committed_image {
-        println!("committed: {img}");
+        println!("committed: {}", e(img));
     }
-    if let Some(e) = &entry {
-        for (role, st) in &e.services {
-            println!("  {role:<12} {st}");
+    if let Some(entry) = &entry {
+        for (role, st) in &entry.services {
+            println!("  {:<12} {}", e(&role.to_string()), e(&st.to_string()));
         }
     }
     if let Some(r) = running {
         for d in r.domains {
-            println!("  network {:<28} {}", d.name, d.cidr.unwrap_or_default());
+            println!(
+                "  network {:<28} {}",
+                e(&d.name),
+                e(&d.cidr.map(|c| c.to_string()).unwrap_or_default())
+            );
         }
     }
     Ok(0)
@@ -1763,7 +1780,7 @@ pub async fn logs(
     let mut stdout = std::io::stdout();
     backend
         .stream_logs(id, role, follow, |l| {
-            let _ = writeln!(stdout, "{}", humanize(l));
+            let _ = writeln!(stdout, "{}", crate::terminal::escape(&humanize(l)));
         })
         .await?;
     Ok(0)

@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::backend::{ExecOutput, ExecRequest, OutputSink};
 use crate::lifecycle::Error;
+use crate::terminal::PtyFilter;
 
 fn exec_err(container: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '_ {
     move |source| Error::Engine {
@@ -164,6 +165,9 @@ pub async fn interactive(docker: &Docker, container: &str, req: ExecRequest) -> 
     let mut stdin_rx = crate::attach::stdin_chunks();
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
+    // What the agent's pty writes reaches the operator's terminal filtered:
+    // no clipboard writes, file transfers or device control strings.
+    let (mut out_screen, mut err_screen) = (PtyFilter::new(), PtyFilter::new());
     let mut stdin_open = true;
     loop {
         tokio::select! {
@@ -172,8 +176,8 @@ pub async fn interactive(docker: &Docker, container: &str, req: ExecRequest) -> 
                 let msg = msg.map_err(exec_err(container))?;
                 let io = |e| Error::Io { path: "terminal".into(), source: e };
                 match msg {
-                    LogOutput::StdErr { message } => { stderr.write_all(&message).await.map_err(io)?; stderr.flush().await.map_err(io)?; }
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => { stdout.write_all(&message).await.map_err(io)?; stdout.flush().await.map_err(io)?; }
+                    LogOutput::StdErr { message } => { stderr.write_all(&err_screen.filter(&message)).await.map_err(io)?; stderr.flush().await.map_err(io)?; }
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => { stdout.write_all(&out_screen.filter(&message)).await.map_err(io)?; stdout.flush().await.map_err(io)?; }
                     LogOutput::StdIn { .. } => {}
                 }
             }

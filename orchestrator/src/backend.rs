@@ -266,6 +266,8 @@ pub struct Leftovers {
     pub services: Vec<String>,
     pub domains: Vec<String>,
     pub volumes: Vec<String>,
+    /// The bottle ids these objects are labelled with.
+    pub bottles: std::collections::BTreeSet<String>,
 }
 
 impl Leftovers {

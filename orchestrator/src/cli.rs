@@ -40,7 +40,7 @@ pub enum Command {
     Restart(RestartArgs),
     /// Snapshot the agent container into an image that `resume` boots from.
     Commit(IdArg),
-    /// Remove every bottle object of this home (selected by labels).
+    /// Remove what bottles of this home left over (orphans, stopped containers); `--all` for everything.
     Cleanup(CleanupArgs),
     /// Show a bottle's audit log, or one sidecar's log.
     Logs(LogsArgs),
@@ -116,6 +116,10 @@ pub struct CleanupArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
+    /// Remove every bottle of this home, running and kept ones too (the
+    /// list is shown first).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

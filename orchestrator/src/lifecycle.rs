@@ -1585,59 +1585,146 @@ pub async fn commit(home: &Home, id: &str) -> Result<i32, Error> {
 }
 
 /// `cleanup [-y]`: removes every object labelled for this home and the state
-/// of bottles that no longer run.
-pub async fn cleanup(home: &Home, yes: bool) -> Result<i32, Error> {
+/// `cleanup`: what bottles of this home left over. By default only what
+/// holds no live work: everything of an orphan (objects or a state dir
+/// without a bottle's metadata), and the stopped containers and networks of
+/// a bottle whose agent is not running (its state and workspace stay for
+/// `resume`, as after `stop`). A running bottle and a kept one are listed as
+/// kept. `all` removes everything of every bottle, after showing the list.
+pub async fn cleanup(home: &Home, yes: bool, all: bool) -> Result<i32, Error> {
     let backend = connect(home).await?;
     let found = backend.leftovers(None).await?;
+    let summaries = backend.list().await?;
     let states = StateDir::list(&home.root);
-    if found.is_empty() && states.is_empty() {
+    let mut ids: std::collections::BTreeSet<String> = found.bottles.clone();
+    ids.extend(states.iter().cloned());
+    let mut plan: Vec<(String, Sweep)> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
+    for id in ids {
+        let has_state = StateDir::open(&home.root, &id).is_ok();
+        let agent_running = summaries.iter().any(|b| {
+            b.id == id
+                && b.services
+                    .get(Role::Agent.as_str())
+                    .is_some_and(|s| s == "running")
+        });
+        let sweep = if all || !has_state {
+            Sweep::Everything
+        } else if agent_running {
+            kept.push(format!("{id} (running)"));
+            continue;
+        } else if found.bottles.contains(&id) {
+            Sweep::Stopped
+        } else {
+            kept.push(format!("{id} (kept for resume)"));
+            continue;
+        };
+        plan.push((id, sweep));
+    }
+    if plan.is_empty() {
         eprintln!("bot-bottle: nothing to clean up in {}", home.root.display());
+        print_kept(&kept);
         return Ok(0);
     }
     eprintln!(
         "bot-bottle: cleanup of {} will remove:",
         home.root.display()
     );
-    for c in &found.services {
-        eprintln!("  container {c}");
+    for (id, sweep) in &plan {
+        let objects = backend.leftovers(Some(id)).await?;
+        let what = match sweep {
+            Sweep::Everything => "everything",
+            Sweep::Stopped => "stopped containers and networks; state and workspace stay",
+        };
+        eprintln!("  bottle {id}: {what}");
+        for c in &objects.services {
+            eprintln!("    container {c}");
+        }
+        for n in &objects.domains {
+            eprintln!("    network   {n}");
+        }
+        if matches!(sweep, Sweep::Everything) {
+            for v in &objects.volumes {
+                eprintln!("    volume    {v}");
+            }
+            if states.contains(id) {
+                eprintln!("    state     {id}");
+            }
+        }
     }
-    for n in &found.domains {
-        eprintln!("  network   {n}");
-    }
-    for v in &found.volumes {
-        eprintln!("  volume    {v}");
-    }
-    for s in &states {
-        eprintln!("  state     {s}");
-    }
-    if !yes && !confirm("remove all of this?")? {
+    print_kept(&kept);
+    if !yes && !confirm("remove this?")? {
         eprintln!("bot-bottle: nothing removed");
         return Ok(1);
     }
-    // A killed orchestrator may have left a create request in flight that the
-    // engine completes after our listing (a container then holds a volume we
-    // are removing: 409 "in use"). Look again until nothing is left, and only
-    // report an error that the last round still hits.
-    for round in 1..=8 {
-        let removed = backend.remove_all(None, false).await;
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        if backend.leftovers(None).await?.is_empty() {
-            break;
-        }
-        if round == 8 {
-            removed?;
+    // With --all, everything labelled for the home, also what a create still
+    // in flight adds after the listing above.
+    let scope: Vec<(Option<&str>, bool)> = if all {
+        vec![(None, false)]
+    } else {
+        plan.iter()
+            .map(|(id, sweep)| (Some(id.as_str()), matches!(sweep, Sweep::Stopped)))
+            .collect()
+    };
+    for (bottle, keep_volumes) in scope {
+        if !sweep_until_gone(&backend, bottle, keep_volumes).await? {
             eprintln!("bot-bottle: some resources are still there; run cleanup again");
             return Ok(1);
         }
     }
-    for s in states {
-        StateDir {
-            path: StateDir::root(&home.root).join(s),
+    for (id, sweep) in &plan {
+        if matches!(sweep, Sweep::Everything) && states.contains(id) {
+            StateDir {
+                path: StateDir::root(&home.root).join(id),
+            }
+            .remove()?;
         }
-        .remove()?;
     }
     eprintln!("bot-bottle: cleaned up");
     Ok(0)
+}
+
+/// What `cleanup` removes of one bottle.
+#[derive(Debug, Clone, Copy)]
+enum Sweep {
+    Everything,
+    /// Containers and networks only (the bottle is as after `stop`).
+    Stopped,
+}
+
+fn print_kept(kept: &[String]) {
+    if kept.is_empty() {
+        return;
+    }
+    eprintln!("bot-bottle: kept (`cleanup --all` removes these too):");
+    for k in kept {
+        eprintln!("  bottle {k}");
+    }
+}
+
+/// Removes a bottle's objects (or the home's: `None`) until none is left.
+/// A killed orchestrator may have left a create request in flight that the
+/// engine completes after the listing (a container then holds a volume
+/// being removed: 409 "in use"), so it looks again after a moment, and
+/// reports only an error the last round still hits. `false`: something is
+/// still there after the last round.
+async fn sweep_until_gone(
+    backend: &DockerBackend,
+    bottle: Option<&str>,
+    keep_volumes: bool,
+) -> Result<bool, Error> {
+    for round in 1..=8 {
+        let removed = backend.remove_all(bottle, keep_volumes).await;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let l = backend.leftovers(bottle).await?;
+        if l.services.is_empty() && l.domains.is_empty() && (keep_volumes || l.volumes.is_empty()) {
+            return Ok(true);
+        }
+        if round == 8 {
+            removed?;
+        }
+    }
+    Ok(false)
 }
 
 fn confirm(question: &str) -> Result<bool, Error> {
@@ -1875,8 +1962,8 @@ pub async fn cli_commit(id: &str) -> Result<u8, crate::Error> {
     report(commit(&cli_home()?, id).await)
 }
 
-pub async fn cli_cleanup(yes: bool) -> Result<u8, crate::Error> {
-    report(cleanup(&cli_home()?, yes).await)
+pub async fn cli_cleanup(yes: bool, all: bool) -> Result<u8, crate::Error> {
+    report(cleanup(&cli_home()?, yes, all).await)
 }
 
 pub async fn cli_logs(id: &str, sidecar: Option<&str>, follow: bool) -> Result<u8, crate::Error> {

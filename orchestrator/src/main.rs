@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Stop(a) => lifecycle::cli_stop(&a.id).await,
         Command::Restart(a) => lifecycle::cli_restart(&a.id, &a.role, a.image.as_deref()).await,
         Command::Commit(a) => lifecycle::cli_commit(&a.id).await,
-        Command::Cleanup(a) => lifecycle::cli_cleanup(a.yes).await,
+        Command::Cleanup(a) => lifecycle::cli_cleanup(a.yes, a.all).await,
         Command::Logs(a) => lifecycle::cli_logs(&a.id, a.sidecar.as_deref(), a.follow).await,
         Command::Proposals => Err(Error::NoSupervise("proposals".into())),
         Command::Approve(_) => Err(Error::NoSupervise("approve".into())),

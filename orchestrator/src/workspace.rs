@@ -441,7 +441,11 @@ mod tests {
             &format!("{}[include]\n\tpath = extra.inc\n[includeIf \"gitdir:/\"]\n\tpath = ../shared/git.inc\n", cred("top")),
         );
         write(r, ".git/extra.inc", &cred("included"));
-        write(r, "shared/git.inc", &format!("[url \"https://u:tok-ifinc@h.example/\"]\n\tinsteadOf = x\n[include]\n\tpath = deeper.inc\n"));
+        write(
+            r,
+            "shared/git.inc",
+            "[url \"https://u:tok-ifinc@h.example/\"]\n\tinsteadOf = x\n[include]\n\tpath = deeper.inc\n",
+        );
         write(r, "shared/deeper.inc", &cred("transitive"));
         write(r, ".git/config.worktree", &cred("worktree"));
         write(r, ".git/modules/lib/HEAD", "0000\n");

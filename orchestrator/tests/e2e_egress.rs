@@ -509,12 +509,12 @@ fn sigkill_at_several_points_of_bring_up_then_cleanup_leaves_nothing() {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(seen, "bring-up never reached: {what}");
-        let o = run(&th, &["cleanup", "-y"]);
+        let o = run(&th, &["cleanup", "--all", "-y"]);
         assert!(o.status.success(), "cleanup: {}", text(&o.stderr));
         assert_eq!(
             th.leftovers(),
             Vec::<String>::new(),
-            "after SIGKILL at {what} and cleanup -y"
+            "after SIGKILL at {what} and cleanup --all -y"
         );
         let states = std::fs::read_dir(th.dir.path().join("state"))
             .map(|d| d.count())
@@ -795,7 +795,7 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
         text(&o.stdout)
     );
 
-    let o = run(&th, &["cleanup", "-y"]);
+    let o = run(&th, &["cleanup", "--all", "-y"]);
     assert!(o.status.success());
     assert_eq!(th.leftovers(), Vec::<String>::new());
 }

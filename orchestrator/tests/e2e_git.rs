@@ -360,6 +360,57 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
             "refused push {refused} never reaches it: {branches}"
         );
     }
+
+    // The operator's terminal: a clipboard write and a device control string
+    // the agent prints never reach it; the text around them does.
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)",
+            env!("CARGO_BIN_EXE_orchestrator"),
+            "exec",
+            &id,
+            "--",
+            "printf",
+            r"A\033]52;c;ZXZpbA==\007B\033P+q544e\033\\C\n",
+        ])
+        .env("BOT_BOTTLE_HOME", th.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = text(&o.stdout);
+    assert!(
+        screen.contains("ABC"),
+        "exec under a pty: {screen:?} {}",
+        text(&o.stderr)
+    );
+    assert!(
+        !screen.contains("]52;") && !screen.contains("+q544e"),
+        "the agent wrote to the operator's clipboard: {screen:?}"
+    );
+    // What a bottle wrote into a sidecar's log (git daemon logs the path a
+    // client asked for) is printed escaped.
+    let o = exec(&[
+        "bash",
+        "-c",
+        "git ls-remote \"git://git-gate/$(printf '\\033]52;c;ZXZpbA==\\007')evil.git\" 2>&1; true",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = th
+        .cmd()
+        .args(["logs", &id, "--sidecar", "git-gate"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = text(&o.stdout);
+    assert!(o.status.success(), "logs: {}", text(&o.stderr));
+    assert!(!log.contains('\x1b'), "raw ESC in `logs`: {log:?}");
+    assert!(
+        log.contains("\\x1b]52;c;ZXZpbA=="),
+        "the path is logged, escaped: {log}"
+    );
+
+    // `cleanup` clears what is left over, never a running bottle.
     let o = th
         .cmd()
         .args(["cleanup", "-y"])
@@ -367,5 +418,27 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         .output()
         .unwrap();
     assert!(o.status.success(), "cleanup: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!("{id} (running)")),
+        "cleanup lists the running bottle as kept: {}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        inspect(&id, "agent", "{{.State.Running}}"),
+        "true",
+        "cleanup -y stopped a running bottle"
+    );
+    let o = th
+        .cmd()
+        .args(["cleanup", "--all", "-y"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cleanup --all: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!("bottle {id}: everything")),
+        "{}",
+        text(&o.stderr)
+    );
     assert_eq!(th.leftovers(), Vec::<String>::new());
 }

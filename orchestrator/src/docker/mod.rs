@@ -856,7 +856,23 @@ impl Backend for DockerBackend {
                     .map_err(engine_err("list volumes"))
             },
         )?;
+        let label_of = |labels: Option<&HashMap<String, String>>| {
+            labels.and_then(|l| l.get(LABEL_ID)).cloned()
+        };
+        let bottles = containers
+            .iter()
+            .filter_map(|c| label_of(c.labels.as_ref()))
+            .chain(networks.iter().filter_map(|n| label_of(n.labels.as_ref())))
+            .chain(
+                volumes
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .filter_map(|v| v.labels.get(LABEL_ID).cloned()),
+            )
+            .collect();
         Ok(Leftovers {
+            bottles,
             services: containers
                 .into_iter()
                 .filter_map(|c| {

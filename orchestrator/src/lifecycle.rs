@@ -63,7 +63,10 @@ pub enum Error {
     UnknownBottle { id: String },
     #[error("bottle `{id}` is not running (start it with `orchestrator resume {id}`)")]
     NotRunning { id: String },
-    #[error("the environment variable {var} (a token for {role}) is not set")]
+    #[error(
+        "the environment variable {var} is not set: {} needs it at every bring-up",
+        if *role == Role::Agent { "the agent's env (a `${VAR}` of the manifest)".to_string() } else { format!("{role} (a token)") }
+    )]
     MissingToken { var: String, role: Role },
     #[error("interrupted: everything created so far was removed")]
     Cancelled,

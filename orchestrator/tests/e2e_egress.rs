@@ -248,12 +248,20 @@ fn setup(tag: &str) -> Option<(TestHome, Internet)> {
 fn run(th: &TestHome, args: &[&str]) -> std::process::Output {
     th.cmd()
         .args(args)
-        .env("E2E_TOKEN", TOKEN_VALUE)
-        .env("E2E_FWD", FORWARDED_VALUE)
-        .env("E2E_FWD_HOSTNAME", FORWARDED_HOST)
+        .envs(operator_env())
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// The operator's environment the test manifests name: the token and the
+/// two forwarded variables.
+fn operator_env() -> [(&'static str, &'static str); 3] {
+    [
+        ("E2E_TOKEN", TOKEN_VALUE),
+        ("E2E_FWD", FORWARDED_VALUE),
+        ("E2E_FWD_HOSTNAME", FORWARDED_HOST),
+    ]
 }
 
 /// One file of a bottle's container, read with `docker cp` (sidecar images
@@ -317,7 +325,7 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
          ESC=$(printf '%s' \"$BOT_BOTTLE_CANARY\" | od -An -tx1 -v | tr -s ' \\n' ' ' | sed 's/ \\([0-9a-f][0-9a-f]\\)/\\\\u00\\1/g'); \
          echo JSONCANARY=$(curl -s -i -m 10 -H 'content-type: application/json' --data-binary \"{{\\\"k\\\":\\\"$ESC\\\"}}\" http://api.example.test/allowed | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
          echo FWDSECRET=$(curl -s -i -m 10 --data-binary \"v=$E2E_FWD_SECRET\" http://api.example.test/allowed | tr -d '\\r' | grep -i '^x-bottle-block' | cut -d' ' -f2); \
-         echo FWDHOST=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 --data-binary \"v=$E2E_FWD_HOST\" http://$E2E_FWD_HOST/allowed); \
+         echo FWDHOST=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 \"http://$E2E_FWD_HOST/allowed?v=$E2E_FWD_HOST\"); \
          env > /tmp/env; grep -c {TOKEN_VALUE} /tmp/env | sed 's/^/TOKEN_LINES=/'; \
          grep -q '^GH_TOKEN\\|bb-placeholder' /tmp/env && echo PLACEHOLDER=yes || echo PLACEHOLDER=no; \
          exit 7",
@@ -499,7 +507,7 @@ fn sigkill_at_several_points_of_bring_up_then_cleanup_leaves_nothing() {
         let mut child = th
             .cmd()
             .args(["start", "e2e", "-y", "--", "sleep", "60"])
-            .env("E2E_TOKEN", TOKEN_VALUE)
+            .envs(operator_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -526,7 +534,7 @@ fn sigkill_at_several_points_of_bring_up_then_cleanup_leaves_nothing() {
         let mut child = th
             .cmd()
             .args(["start", "e2e", "-y", "--", "sleep", "60"])
-            .env("E2E_TOKEN", TOKEN_VALUE)
+            .envs(operator_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -770,7 +778,7 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
     let mut child = th
         .cmd()
         .args(["resume", &id])
-        .env("E2E_TOKEN", TOKEN_VALUE)
+        .envs(operator_env())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -38,6 +38,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// How long a component may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the engine runs a sidecar's health check once it is up.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(120);
 
 /// A connection to one Docker Engine, scoped to one bot-bottle home.
 #[derive(Clone)]
@@ -394,13 +396,17 @@ impl DockerBackend {
             dns: no_way_out(spec).then(|| vec![DNS_NOWHERE.to_string()]),
             ..Default::default()
         };
+        // The image's test, run rarely: readiness at start is the
+        // orchestrator's (`wait_ready` runs the test itself), so the engine's
+        // check only notices a sidecar that hangs later. Every check is a
+        // process spawned through the engine; at the images' 2 s (or a fast
+        // 0.2 s) an idle bottle would cost a noticeable share of a core.
         let healthcheck = (spec.readiness == Readiness::HealthCheck).then_some(HealthConfig {
-            // Inherit the image's test; only poll faster than Docker's 30 s default.
             test: None,
-            interval: Some(200_000_000),
+            interval: Some(HEALTH_INTERVAL.as_nanos() as i64),
             timeout: Some(2_000_000_000),
             retries: Some(3),
-            start_period: Some(10_000_000_000),
+            start_period: Some(0),
             start_interval: None,
         });
         ContainerCreateBody {
@@ -418,6 +424,28 @@ impl DockerBackend {
             stop_timeout: Some(5),
             ..Default::default()
         }
+    }
+
+    /// The health test the container was created with (its image's), as a
+    /// command to exec; `None` when it has none.
+    async fn health_test(&self, name: &str) -> Result<Option<Vec<String>>, Error> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(engine_err(format!("inspect {name}")))?;
+        let test = info
+            .config
+            .and_then(|c| c.healthcheck)
+            .and_then(|h| h.test)
+            .unwrap_or_default();
+        Ok(match test.split_first() {
+            Some((kind, cmd)) if kind == "CMD" && !cmd.is_empty() => Some(cmd.to_vec()),
+            Some((kind, cmd)) if kind == "CMD-SHELL" && !cmd.is_empty() => {
+                Some(vec!["/bin/sh".into(), "-c".into(), cmd.join(" ")])
+            }
+            _ => None,
+        })
     }
 
     async fn upload(
@@ -680,9 +708,13 @@ impl Backend for DockerBackend {
 
     async fn wait_ready(&self, bottle: &str, spec: &ServiceSpec) -> Result<(), Error> {
         let name = container_name(bottle, spec.role);
+        let test = match spec.readiness {
+            Readiness::HealthCheck => self.health_test(&name).await?,
+            _ => None,
+        };
         let started = Instant::now();
         loop {
-            let (running, health, exit_code, status) = self.container_state(&name).await?;
+            let (running, _, exit_code, status) = self.container_state(&name).await?;
             if !running {
                 let logs = self.tail_logs(&name, 20).await;
                 return Err(Error::NotReady {
@@ -691,30 +723,40 @@ impl Backend for DockerBackend {
                     logs,
                 });
             }
-            match health {
-                None | Some(HealthStatusEnum::NONE) | Some(HealthStatusEnum::EMPTY) => {
-                    return Ok(())
-                }
-                Some(HealthStatusEnum::HEALTHY) => return Ok(()),
-                Some(HealthStatusEnum::UNHEALTHY) => {
-                    let logs = self.tail_logs(&name, 20).await;
-                    return Err(Error::NotReady {
-                        role: spec.role,
-                        detail: "its health check fails".into(),
-                        logs,
-                    });
-                }
-                Some(HealthStatusEnum::STARTING) => {}
+            let Some(test) = &test else {
+                return Ok(());
+            };
+            // The image's own health test, run now rather than at the
+            // engine's next interval.
+            let out = exec::run(
+                &self.docker,
+                &name,
+                ExecRequest {
+                    cmd: test.clone(),
+                    env: Vec::new(),
+                    user: None,
+                    working_dir: None,
+                },
+                OutputSink::Capture,
+            )
+            .await?;
+            if out.exit_code == 0 {
+                return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
+                let last = String::from_utf8_lossy(&out.stderr).trim().to_string();
                 let logs = self.tail_logs(&name, 20).await;
                 return Err(Error::NotReady {
                     role: spec.role,
-                    detail: format!("not healthy after {} s", READY_TIMEOUT.as_secs()),
+                    detail: format!(
+                        "its health check still fails after {} s ({})",
+                        READY_TIMEOUT.as_secs(),
+                        crate::terminal::escape(&last)
+                    ),
                     logs,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

@@ -28,7 +28,7 @@ cleanup() {
   step "removing the demo upstream and its network"
   docker rm -f "$UPSTREAM" >/dev/null 2>&1 || true
   docker network rm "$NET" >/dev/null 2>&1 || true
-  BOT_BOTTLE_HOME="$DEMO_HOME" "$ORCH" cleanup -y >/dev/null 2>&1 || true
+  BOT_BOTTLE_HOME="$DEMO_HOME" "$ORCH" cleanup --all -y >/dev/null 2>&1 || true
   rm -rf "$DEMO_HOME"
 }
 trap cleanup EXIT

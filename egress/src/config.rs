@@ -9,6 +9,8 @@
 //! ca_cert = "/config/ca.pem"
 //! ca_key = "/config/ca.key"
 //! audit_log = "-"                    # a path, or "-" for stdout (default)
+//! audit_max_bytes = 8388608          # a file's size before it is rotated (default 8 MiB)
+//! audit_keep = 3                     # rotated files kept: audit_log.1 (newest) .. .3 (default 3)
 //! upstream_ca = "/config/upstream-ca.pem"   # optional extra roots for upstream TLS
 //! ssrf_allow_cidrs = ["10.88.0.0/24"]
 //! cred_proxy = "172.30.0.3:9099"     # required when a route has `auth`
@@ -83,6 +85,10 @@ pub struct EgressConfig {
     pub ca_key: PathBuf,
     #[serde(default = "default_audit_log")]
     pub audit_log: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_keep: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_ca: Option<PathBuf>,
     #[serde(default)]
@@ -335,8 +341,18 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
     Stdout,
-    File(PathBuf),
+    /// A file rotated at `max_bytes` (to `<path>.1`, shifting older ones up
+    /// to `<path>.<keep>`): at most `max_bytes × (keep + 1)` on disk.
+    File {
+        path: PathBuf,
+        max_bytes: u64,
+        keep: u32,
+    },
 }
+
+/// Rotation defaults: 4 files of 8 MiB.
+pub const AUDIT_MAX_BYTES: u64 = 8 << 20;
+pub const AUDIT_KEEP: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleSource {
@@ -543,9 +559,27 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
             message: "at most 128 printable characters".into(),
         });
     }
+    let max_bytes = c.audit_max_bytes.unwrap_or(AUDIT_MAX_BYTES);
+    if max_bytes < 4096 {
+        return Err(Error::InvalidConfig {
+            key: "audit_max_bytes".into(),
+            message: format!("{max_bytes} is below 4096: one record would not fit"),
+        });
+    }
+    let keep = c.audit_keep.unwrap_or(AUDIT_KEEP);
+    if !(1..=100).contains(&keep) {
+        return Err(Error::InvalidConfig {
+            key: "audit_keep".into(),
+            message: format!("{keep} rotated files: between 1 and 100"),
+        });
+    }
     let audit_log = match c.audit_log.as_str() {
         "-" | "" => AuditTarget::Stdout,
-        p => AuditTarget::File(PathBuf::from(p)),
+        p => AuditTarget::File {
+            path: PathBuf::from(p),
+            max_bytes,
+            keep,
+        },
     };
     let mut ssrf_allow = Vec::new();
     for s in &c.ssrf_allow_cidrs {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -159,8 +160,16 @@ pub struct ServiceSpec {
     pub tmpfs: Vec<String>,
     /// Keep `/workspace` in a volume that outlives the container (agent).
     pub workspace: bool,
+    /// A directory of the bottle's state mounted at `/audit` (egress writes
+    /// its audit log there, so it outlives the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_dir: Option<PathBuf>,
     pub memory_bytes: i64,
     pub pids_limit: i64,
+    /// CPU cap in billionths of a core (at most the engine's cores); 0 in
+    /// a layout saved before caps existed (`resume` fills the role's cap).
+    #[serde(default)]
+    pub nano_cpus: i64,
     pub readiness: Readiness,
     /// Use the engine's sandboxed runtime (gVisor) when it has one.
     pub sandboxed: bool,

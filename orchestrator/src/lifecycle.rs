@@ -64,6 +64,11 @@ pub enum Error {
     #[error("bottle `{id}` is not running (start it with `orchestrator resume {id}`)")]
     NotRunning { id: String },
     #[error(
+        "bottle `{id}` was removed when its session ended: only its audit log is kept \
+         (`orchestrator logs {id}`), until `orchestrator cleanup` removes it"
+    )]
+    Removed { id: String },
+    #[error(
         "the environment variable {var} is not set: {} needs it at every bring-up",
         if *role == Role::Agent { "the agent's env (a `${VAR}` of the manifest)".to_string() } else { format!("{role} (a token)") }
     )]
@@ -313,6 +318,18 @@ pub struct AgentSetup {
     pub supervise: bool,
 }
 
+/// A container's CPU cap, in billionths of a core: the agent builds and
+/// tests code (two cores, or all the engine has when fewer); egress scans
+/// bodies on a pool of blocking threads and git-gate scans pushes (a core
+/// each); the others are small.
+fn cpu_cap(role: Role) -> i64 {
+    match role {
+        Role::Agent => 2_000_000_000,
+        Role::Egress | Role::GitGate => 1_000_000_000,
+        _ => 500_000_000,
+    }
+}
+
 /// Turns the foundation's plan into what the backend brings up.
 pub fn layout_from_plan(
     plan: &Plan,
@@ -416,8 +433,10 @@ pub fn layout_from_plan(
             read_only: true,
             tmpfs: writable_dirs(s.role),
             workspace: false,
+            audit_dir: None,
             memory_bytes: 512 << 20,
             pids_limit: 512,
+            nano_cpus: cpu_cap(s.role),
             readiness: Readiness::HealthCheck,
             sandboxed: false,
         });
@@ -452,8 +471,10 @@ pub fn layout_from_plan(
         read_only: false,
         tmpfs: Vec::new(),
         workspace: true,
+        audit_dir: None,
         memory_bytes: 4 << 30,
         pids_limit: 2048,
+        nano_cpus: cpu_cap(Role::Agent),
         readiness: Readiness::Running,
         sandboxed: plan.runtime.agent_runtime == "runsc",
     });
@@ -1032,7 +1053,10 @@ pub async fn bring_up_plan(
     let result = async {
         let secrets = Secrets::generate(&plan.id)?;
         secrets.save(&state)?;
-        let (layout, setup) = layout_from_plan(plan, &secrets)?;
+        let (mut layout, setup) = layout_from_plan(plan, &secrets)?;
+        if let Some(egress) = layout.services.iter_mut().find(|s| s.role == Role::Egress) {
+            egress.audit_dir = Some(state.create_audit_dir(Role::Egress.uid())?);
+        }
         state.write_layout(&layout)?;
         state.write_private(
             "agent-setup.json",
@@ -1106,6 +1130,9 @@ impl Bottle {
     /// Opens a bottle of this home that exists (running or stopped).
     pub async fn open(home: &Home, id: &str) -> Result<Bottle, Error> {
         let state = StateDir::open(&home.root, id)?;
+        if state.is_removed() {
+            return Err(Error::Removed { id: id.to_string() });
+        }
         let setup: AgentSetup =
             serde_json::from_slice(&state.read("agent-setup.json")?).map_err(|e| {
                 Error::Corrupt {
@@ -1218,7 +1245,8 @@ impl Bottle {
     pub async fn teardown(&self, keep_workspace: bool) -> Result<(), Error> {
         sweep(&self.backend, &self.id, keep_workspace).await?;
         if !keep_workspace {
-            self.state.remove()?;
+            // The audit log stays readable until `cleanup`.
+            self.state.retire()?;
         }
         Ok(())
     }
@@ -1317,7 +1345,10 @@ pub async fn list_bottles(home: &Home) -> Result<Vec<ListEntry>, Error> {
                 .ok()
                 .and_then(|s| s.metadata().ok())
                 .map(|m| m.agent);
-            let status = if services.is_empty() {
+            let removed = StateDir::open(&home.root, &id).is_ok_and(|s| s.is_removed());
+            let status = if services.is_empty() && removed {
+                "removed (audit log kept until cleanup)".to_string()
+            } else if services.is_empty() {
                 "stopped".to_string()
             } else if services.values().all(|s| s == "running") {
                 "running".to_string()
@@ -1458,6 +1489,40 @@ pub fn check_current(layout: &BottleLayout) -> Result<(), Error> {
     Ok(())
 }
 
+/// Brings the layout an earlier release saved up to this release's
+/// guarantees (what cannot be is refused by [`check_current`]): its
+/// `known-secrets` held the real token values (now the canary and the
+/// agent's forwarded values only: egress and git-gate never hold a token),
+/// and its containers had no CPU cap. A layout of this release is left as
+/// it is.
+pub fn upgrade_layout(layout: &mut BottleLayout, secrets: &Secrets) {
+    let forwarded: Vec<String> = layout
+        .service(Role::Agent)
+        .map(|a| {
+            a.env
+                .values()
+                .filter_map(|v| match v {
+                    EnvValue::FromHost(var) => Some(var.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let known = secrets
+        .file_for("known-secrets", &forwarded, &BTreeMap::new())
+        .unwrap_or_default();
+    for s in &mut layout.services {
+        if s.nano_cpus == 0 {
+            s.nano_cpus = cpu_cap(s.role);
+        }
+        for f in &mut s.files {
+            if f.path == "known-secrets" {
+                f.contents = known.clone();
+            }
+        }
+    }
+}
+
 /// Brings a stopped bottle up again from its state.
 pub async fn bring_back(
     bottle: &Bottle,
@@ -1467,9 +1532,10 @@ pub async fn bring_back(
     let id = &bottle.id;
     let mut layout = bottle.state.layout()?;
     check_current(&layout)?;
+    let secrets = Secrets::load(&bottle.state)?;
+    upgrade_layout(&mut layout, &secrets);
     // Whatever is left of a crashed run goes first; the workspace stays.
     sweep(&bottle.backend, id, true).await?;
-    let secrets = Secrets::load(&bottle.state)?;
     let meta = bottle.state.metadata()?;
     if let (Some(img), Some(agent)) = (&meta.committed_image, layout.service_mut(Role::Agent)) {
         agent.image = img.clone();
@@ -1524,6 +1590,8 @@ pub async fn restart(
     bottle.require_running().await?;
     let mut layout = bottle.state.layout()?;
     check_current(&layout)?;
+    let secrets = Secrets::load(&bottle.state)?;
+    upgrade_layout(&mut layout, &secrets);
     let running: Running =
         serde_json::from_slice(&bottle.state.read("running.json")?).map_err(|e| {
             Error::Corrupt {
@@ -1531,7 +1599,6 @@ pub async fn restart(
                 detail: e.to_string(),
             }
         })?;
-    let secrets = Secrets::load(&bottle.state)?;
     let spec = layout.service_mut(role).ok_or_else(|| Error::Invalid {
         what: format!("bottle {id} has no {role}"),
     })?;
@@ -1590,7 +1657,8 @@ pub async fn commit(home: &Home, id: &str) -> Result<i32, Error> {
 /// `cleanup [-y]`: removes every object labelled for this home and the state
 /// `cleanup`: what bottles of this home left over. By default only what
 /// holds no live work: everything of an orphan (objects or a state dir
-/// without a bottle's metadata), and the stopped containers and networks of
+/// without a bottle's metadata) and of a removed bottle (its kept audit
+/// log), and the stopped containers and networks of
 /// a bottle whose agent is not running (its state and workspace stay for
 /// `resume`, as after `stop`). A running bottle and a kept one are listed as
 /// kept. `all` removes everything of every bottle, after showing the list.
@@ -1604,14 +1672,17 @@ pub async fn cleanup(home: &Home, yes: bool, all: bool) -> Result<i32, Error> {
     let mut plan: Vec<(String, Sweep)> = Vec::new();
     let mut kept: Vec<String> = Vec::new();
     for id in ids {
-        let has_state = StateDir::open(&home.root, &id).is_ok();
+        let state = StateDir::open(&home.root, &id);
+        let has_state = state.is_ok();
+        // A removed bottle keeps only its audit log, for `logs`: no live work.
+        let removed = state.is_ok_and(|s| s.is_removed());
         let agent_running = summaries.iter().any(|b| {
             b.id == id
                 && b.services
                     .get(Role::Agent.as_str())
                     .is_some_and(|s| s == "running")
         });
-        let sweep = if all || !has_state {
+        let sweep = if all || !has_state || removed {
             Sweep::Everything
         } else if agent_running {
             kept.push(format!("{id} (running)"));
@@ -1846,7 +1917,10 @@ fn audit_line(head: &str, f: &serde_json::Map<String, serde_json::Value>) -> Str
     line
 }
 
-/// `logs ID [--sidecar ROLE] [--follow]`: egress's log (the audit trail) by default.
+/// `logs ID [--sidecar ROLE] [--follow]`: the audit trail by default, read
+/// from the bottle's state dir (so also after `stop` and after the bottle
+/// is removed); a sidecar's container log with `--sidecar`. Bottle-written
+/// text is printed escaped.
 pub async fn logs(
     home: &Home,
     id: &str,
@@ -1854,17 +1928,25 @@ pub async fn logs(
     follow: bool,
 ) -> Result<i32, Error> {
     let role = match sidecar {
-        None => Role::Egress,
-        Some(s) => Role::parse(s).ok_or_else(|| Error::Invalid {
+        None => None,
+        Some(s) => Some(Role::parse(s).ok_or_else(|| Error::Invalid {
             what: format!("unknown role `{s}` (agent, egress, cred-proxy, git-gate, supervise)"),
-        })?,
+        })?),
     };
+    let state = StateDir::open(&home.root, id);
+    if let (None, Ok(state)) = (role, &state) {
+        // A bottle created before the audit log moved to the state dir has
+        // it only in egress's container log.
+        if state.path.join(crate::state::AUDIT_DIR).is_dir() {
+            return audit_log(home, state, id, follow).await;
+        }
+    }
+    let role = role.unwrap_or(Role::Egress);
     let backend = connect(home).await?;
     if backend.container_running(id, role).await?.is_none() {
-        return Err(if StateDir::open(&home.root, id).is_ok() {
-            Error::NotRunning { id: id.to_string() }
-        } else {
-            Error::UnknownBottle { id: id.to_string() }
+        return Err(match state {
+            Ok(_) => Error::NotRunning { id: id.to_string() },
+            Err(e) => e,
         });
     }
     let mut stdout = std::io::stdout();
@@ -1874,6 +1956,81 @@ pub async fn logs(
         })
         .await?;
     Ok(0)
+}
+
+/// Prints the audit log's files, oldest first; with `follow`, then what is
+/// appended (across rotations) until egress stops or Ctrl-C.
+async fn audit_log(home: &Home, state: &StateDir, id: &str, follow: bool) -> Result<i32, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stdout = std::io::stdout();
+    let mut print = |text: &str| {
+        for l in text.lines().filter(|l| !l.is_empty()) {
+            let _ = writeln!(stdout, "{}", crate::terminal::escape(&humanize(l)));
+        }
+        let _ = stdout.flush();
+    };
+    let files = state.audit_files();
+    let current = state
+        .path
+        .join(crate::state::AUDIT_DIR)
+        .join(crate::plan::AUDIT_FILE);
+    let mut offset = 0u64;
+    for f in &files {
+        let bytes = read_audit_file(f)?;
+        if *f == current {
+            offset = bytes.len() as u64;
+        }
+        print(&String::from_utf8_lossy(&bytes));
+    }
+    if !follow {
+        return Ok(0);
+    }
+    let backend = connect(home).await?;
+    let cancel = CancellationToken::new();
+    let _signals = cancel_on_signals(cancel.clone());
+    let mut partial = Vec::new();
+    let mut ino = std::fs::symlink_metadata(&current).map(|m| m.ino()).ok();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(0),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+        let now_ino = std::fs::symlink_metadata(&current).map(|m| m.ino()).ok();
+        let bytes = read_audit_file(&current).unwrap_or_default();
+        if now_ino != ino || (bytes.len() as u64) < offset {
+            // Rotated: the file holds only what came after.
+            offset = 0;
+            ino = now_ino;
+        }
+        partial.extend_from_slice(&bytes[offset as usize..]);
+        offset = bytes.len() as u64;
+        // Only whole lines; the rest waits for its newline.
+        if let Some(end) = partial.iter().rposition(|&b| b == b'\n') {
+            let whole: Vec<u8> = partial.drain(..=end).collect();
+            print(&String::from_utf8_lossy(&whole));
+        }
+        if backend.container_running(id, Role::Egress).await? != Some(true) {
+            return Ok(0);
+        }
+    }
+}
+
+/// One audit file, never through a symlink (egress writes that directory).
+fn read_audit_file(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).map_err(io)?;
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -2015,8 +2172,10 @@ mod tests {
             read_only: true,
             tmpfs: Vec::new(),
             workspace: false,
+            audit_dir: None,
             memory_bytes: 1 << 20,
             pids_limit: 16,
+            nano_cpus: 1_000_000_000,
             readiness: Readiness::Running,
             sandboxed: false,
         };

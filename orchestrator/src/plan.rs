@@ -160,6 +160,10 @@ impl NetworkRole {
 /// Name, in egress's and cred-proxy's config dir, of the bottle's
 /// `egress.upstream_ca` copy.
 pub const UPSTREAM_CA_FILE: &str = "upstream-ca.pem";
+/// Where egress writes its audit log: the bottle's state dir `audit/`,
+/// mounted there, so the log outlives the container (see `state`).
+pub const AUDIT_DIR: &str = "/audit";
+pub const AUDIT_FILE: &str = "audit.jsonl";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {

@@ -5,16 +5,32 @@
 //! brings up; secrets (CA key, broker key, canary) are separate 0600 files.
 //! Real tokens are never written here: they are read from the operator's
 //! environment by name at every bring-up.
+//!
+//! `audit/` is egress's audit log (mounted into egress, rotated there with a
+//! size bound). It outlives the bottle: when a bottle is removed at the end
+//! of its session, everything else goes and `removed` marks the dir, so
+//! `logs` still reads what the agent did until `cleanup` removes the state.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BottleLayout;
 use crate::lifecycle::Error;
+
+/// The audit log's directory in a state dir.
+pub const AUDIT_DIR: &str = "audit";
+/// Marks a state dir whose bottle is gone (only metadata and audit stay).
+const REMOVED: &str = "removed";
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Metadata {
@@ -151,6 +167,87 @@ impl StateDir {
             path: self.path.join("layout.json"),
             detail: e.to_string(),
         })
+    }
+
+    /// Creates `audit/` for a writer of uid `writer_uid` (egress). An
+    /// operator who is root gives the dir to the writer (0700); anyone else
+    /// keeps it and lets the writer in through the operator's group (02770:
+    /// files egress creates, 0640, belong to that group and stay readable
+    /// by the operator and nobody else): the backend adds egress to the
+    /// dir's group when the writer does not own it.
+    pub fn create_audit_dir(&self, writer_uid: u32) -> Result<PathBuf, Error> {
+        let dir = self.path.join(AUDIT_DIR);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io_err(&dir)(e));
+            }
+            _ => {}
+        }
+        let operator = fs::metadata(&self.path).map_err(io_err(&self.path))?.uid();
+        if operator == 0 {
+            std::os::unix::fs::chown(&dir, Some(writer_uid), Some(writer_uid))
+                .map_err(io_err(&dir))?;
+        } else {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o2770)).map_err(io_err(&dir))?;
+        }
+        Ok(dir)
+    }
+
+    /// The audit log's files, oldest first (`audit.jsonl.<keep>` .. `.1`,
+    /// then `audit.jsonl`).
+    pub fn audit_files(&self) -> Vec<PathBuf> {
+        let dir = self.path.join(AUDIT_DIR);
+        let base = crate::plan::AUDIT_FILE;
+        let mut rotated: Vec<(u32, PathBuf)> = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name.strip_prefix(base)?.strip_prefix('.')?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+        let current = dir.join(base);
+        if current.is_file() {
+            out.push(current);
+        }
+        out
+    }
+
+    /// Whether the bottle was removed and only its audit log is kept.
+    pub fn is_removed(&self) -> bool {
+        self.path.join(REMOVED).is_file()
+    }
+
+    /// At the end of a bottle: the state goes, except the metadata and an
+    /// audit log with something in it (kept for `logs` until `cleanup`).
+    pub fn retire(&self) -> Result<(), Error> {
+        let audited = self
+            .audit_files()
+            .iter()
+            .any(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        if !audited {
+            return self.remove();
+        }
+        for entry in fs::read_dir(&self.path).map_err(io_err(&self.path))? {
+            let entry = entry.map_err(io_err(&self.path))?;
+            let name = entry.file_name();
+            if name == AUDIT_DIR || name == "metadata.json" {
+                continue;
+            }
+            let path = entry.path();
+            let r = if entry.file_type().map_err(io_err(&path))?.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            r.map_err(io_err(&path))?;
+        }
+        self.write_private(REMOVED, now_rfc3339().as_bytes())?;
+        Ok(())
     }
 
     pub fn remove(&self) -> Result<(), Error> {

@@ -469,7 +469,39 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
         Vec::<String>::new(),
         "after exit nothing labelled remains"
     );
-    assert!(std::fs::read_dir(th.dir.path().join("state")).map_or(true, |mut d| d.next().is_none()));
+    // The bottle is gone; its audit log stays in the state dir (nothing
+    // else: no CA key, no layout), `logs` reads it, `resume` refuses with a
+    // reason, and `cleanup` removes it.
+    let state = th.dir.path().join("state");
+    let ids: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = &ids[0];
+    let mut kept: Vec<String> = std::fs::read_dir(state.join(id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["audit", "metadata.json", "removed"]);
+    let o = run(&th, &["logs", id]);
+    let audit = text(&o.stdout);
+    assert!(
+        audit.contains("ALLOW GET http://api.example.test:80/allowed -> 200")
+            && audit.contains("DENY  GET http://other.example.test:80/ -> 403"),
+        "logs after the bottle is removed: {audit}\n{}",
+        text(&o.stderr)
+    );
+    let o = run(&th, &["resume", id]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("was removed when its session ended"),
+        "resume of a removed bottle: {}",
+        text(&o.stderr)
+    );
+    let o = run(&th, &["cleanup", "-y"]);
+    assert!(o.status.success(), "cleanup: {}", text(&o.stderr));
+    assert!(std::fs::read_dir(&state).map_or(true, |mut d| d.next().is_none()));
 }
 
 fn wait_for(th: &TestHome, what: &str, pred: impl Fn(&[String]) -> bool) -> bool {
@@ -591,6 +623,20 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
     );
     let o = curl_status(&th, &id, "http://api.example.test/allowed");
     assert_eq!(text(&o.stdout), "200", "{}", text(&o.stderr));
+    // Every container has a CPU cap and a bounded log.
+    for role in ["agent", "egress", "cred-proxy"] {
+        let caps = inspect(
+            &id,
+            role,
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}",
+        );
+        let f: Vec<&str> = caps.split_whitespace().collect();
+        assert!(
+            f.len() == 4 && f[0].parse::<i64>().is_ok_and(|n| n > 0),
+            "{role} has no CPU cap: {caps}"
+        );
+        assert_eq!(&f[1..], ["json-file", "10m", "3"], "{role}'s log: {caps}");
+    }
     // Real tokens stay in cred-proxy: egress scans for what the agent holds.
     let known = container_file(&id, "egress", "/config/known-secrets");
     assert!(!known.contains(TOKEN_VALUE), "egress holds the real token");
@@ -672,7 +718,8 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // No wait needed: `--follow` reads the file from its start, so the line
+    // shows whether it lands before or after the follow began.
     let o = curl_status(&th, &id, "http://api.example.test/allowed/follow-check");
     assert!(o.status.success(), "curl: {}", text(&o.stderr));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -772,6 +819,15 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
     assert!(
         !th.leftovers().iter().any(|l| l.starts_with("container")),
         "stop removes the containers"
+    );
+    // The audit trail outlives egress's container.
+    let o = run(&th, &["logs", &id]);
+    assert!(
+        text(&o.stdout)
+            .contains("ALLOW GET http://api.example.test:80/allowed/follow-check -> 200"),
+        "logs after stop: {}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
     );
 
     // resume runs the session; its stdin is the shell's input here.

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HealthStatusEnum,
-    HostConfig, Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkingConfig, VolumeCreateRequest,
+    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
@@ -38,6 +38,10 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// How long a component may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Bound of each container's log kept by the engine: LOG_FILES files of
+/// LOG_FILE_SIZE (json-file rotation).
+pub const LOG_FILE_SIZE: &str = "10m";
+pub const LOG_FILES: u32 = 3;
 /// How often the engine runs a sidecar's health check once it is up.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(120);
 
@@ -48,6 +52,8 @@ pub struct DockerBackend {
     home_hash: String,
     engine_major: u32,
     runsc: bool,
+    /// Cores the engine's host has: a CPU cap above it is refused.
+    engine_cpus: i64,
 }
 
 impl std::fmt::Debug for DockerBackend {
@@ -131,11 +137,13 @@ impl DockerBackend {
             .runtimes
             .as_ref()
             .is_some_and(|r| r.contains_key("runsc"));
+        let engine_cpus = info.ncpu.unwrap_or(1).max(1);
         Ok(DockerBackend {
             docker,
             home_hash: home_hash.to_string(),
             engine_major,
             runsc,
+            engine_cpus,
         })
     }
 
@@ -354,6 +362,24 @@ impl DockerBackend {
                 ..Default::default()
             });
         }
+        // egress's audit log, in the bottle's state dir (see `StateDir`).
+        let mut group_add = Vec::new();
+        if let Some(dir) = &spec.audit_dir {
+            mounts.push(Mount {
+                target: Some(crate::plan::AUDIT_DIR.into()),
+                source: Some(dir.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                ..Default::default()
+            });
+            // A dir the writer does not own is the operator's, shared through
+            // the operator's group.
+            if let Ok(m) = std::fs::metadata(dir) {
+                if std::os::unix::fs::MetadataExt::uid(&m) != spec.role.uid() {
+                    group_add.push(std::os::unix::fs::MetadataExt::gid(&m).to_string());
+                }
+            }
+        }
         if spec.workspace {
             mounts.push(Mount {
                 target: Some("/workspace".into()),
@@ -383,6 +409,18 @@ impl DockerBackend {
             tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
             pids_limit: Some(spec.pids_limit),
             memory: Some(spec.memory_bytes),
+            nano_cpus: (spec.nano_cpus > 0)
+                .then(|| spec.nano_cpus.min(self.engine_cpus * 1_000_000_000)),
+            group_add: (!group_add.is_empty()).then_some(group_add),
+            // What a container prints (the agent's output, egress's log) is
+            // kept by the engine in at most LOG_FILES files of LOG_FILE_SIZE.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), LOG_FILE_SIZE.to_string()),
+                    ("max-file".to_string(), LOG_FILES.to_string()),
+                ])),
+            }),
             init: Some(spec.init),
             runtime: (spec.sandboxed && self.runsc).then(|| "runsc".to_string()),
             extra_hosts: (!extra_hosts.is_empty()).then(|| {

@@ -309,4 +309,35 @@ mod tests {
             Err(Error::UnknownBottle { .. })
         ));
     }
+
+    #[test]
+    fn a_removed_bottle_keeps_only_its_metadata_and_audit_log() {
+        let home = tempfile::tempdir().unwrap();
+        let s = StateDir::create(home.path(), "b3").unwrap();
+        s.write_private("secrets/ca-key.pem", b"key").unwrap();
+        s.write_private("layout.json", b"{}").unwrap();
+        s.write_private("metadata.json", b"{}").unwrap();
+        let audit = s.create_audit_dir(10_001).unwrap();
+        fs::write(audit.join("audit.jsonl.1"), "{\"n\":1}\n").unwrap();
+        fs::write(audit.join("audit.jsonl"), "{\"n\":2}\n").unwrap();
+        assert_eq!(
+            s.audit_files(),
+            vec![audit.join("audit.jsonl.1"), audit.join("audit.jsonl")],
+            "oldest first"
+        );
+        s.retire().unwrap();
+        let mut left: Vec<String> = fs::read_dir(&s.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["audit", "metadata.json", "removed"]);
+        assert!(s.is_removed());
+
+        // Nothing audited: nothing is kept.
+        let t = StateDir::create(home.path(), "b4").unwrap();
+        t.create_audit_dir(10_001).unwrap();
+        t.retire().unwrap();
+        assert!(!t.path.exists());
+    }
 }

@@ -264,6 +264,51 @@ fn operator_env() -> [(&'static str, &'static str); 3] {
     ]
 }
 
+/// A layout.json of this release in the form the previous one (917a01c)
+/// wrote: services without `nano_cpus` and `audit_dir`, egress auditing to
+/// stdout, `known-secrets` holding the canary and a marker for each token
+/// value (resolved from the operator's environment at bring-up).
+fn as_previous_release(layout: &[u8]) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(layout).unwrap();
+    let canary = {
+        let egress = v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["role"] == "egress")
+            .unwrap();
+        let known = egress["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "known-secrets")
+            .unwrap();
+        let bytes: Vec<u8> = serde_json::from_value(known["contents"].clone()).unwrap();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for s in v["services"].as_array_mut().unwrap() {
+        let s = s.as_object_mut().unwrap();
+        s.remove("nano_cpus");
+        s.remove("audit_dir");
+        for f in s["files"].as_array_mut().unwrap() {
+            let contents: Vec<u8> = serde_json::from_value(f["contents"].clone()).unwrap();
+            let text = String::from_utf8_lossy(&contents).to_string();
+            let old = if f["path"] == "known-secrets" {
+                format!("{canary}\n@@bb-env:E2E_TOKEN@@\n")
+            } else {
+                text.replace("audit_log = \"/audit/audit.jsonl\"", "audit_log = \"-\"")
+            };
+            f["contents"] = serde_json::to_value(old.into_bytes()).unwrap();
+        }
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
 /// One file of a bottle's container, read with `docker cp` (sidecar images
 /// have no shell to `cat` it with).
 fn container_file(id: &str, role: &str, path: &str) -> String {
@@ -823,12 +868,19 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
     // The audit trail outlives egress's container.
     let o = run(&th, &["logs", &id]);
     assert!(
-        text(&o.stdout)
-            .contains("ALLOW GET http://api.example.test:80/allowed/follow-check -> 200"),
+        text(&o.stdout).contains("ALLOW GET http://api.example.test:80/allowed/follow-check -> "),
         "logs after stop: {}\n{}",
         text(&o.stdout),
         text(&o.stderr)
     );
+
+    // The state as the previous release saved it: no CPU caps or audit
+    // mount, egress auditing to stdout, and the real token in the
+    // known-secrets of egress and git-gate. Resume brings it up to this
+    // release's guarantees.
+    let layout_path = th.dir.path().join("state").join(&id).join("layout.json");
+    let layout = std::fs::read(&layout_path).unwrap();
+    std::fs::write(&layout_path, as_previous_release(&layout)).unwrap();
 
     // resume runs the session; its stdin is the shell's input here.
     let mut child = th
@@ -840,12 +892,29 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo SESSION-UP\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while inspect(&id, "agent", "{{.State.Running}}") != "true" {
+        assert!(
+            Instant::now() < deadline,
+            "resume never brought the agent up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let known = container_file(&id, "egress", "/config/known-secrets");
+    assert!(
+        !known.contains(TOKEN_VALUE) && known.lines().any(|l| l == FORWARDED_VALUE),
+        "a resumed bottle of the previous release holds the token in egress: {known}"
+    );
+    assert!(
+        inspect(&id, "egress", "{{.HostConfig.NanoCpus}}") != "0",
+        "a resumed bottle has CPU caps"
+    );
+    stdin
         .write_all(b"cat /workspace/note\ncat /home/agent/marker\nexit 0\n")
         .unwrap();
+    drop(stdin);
     let o = child.wait_with_output().unwrap();
     assert!(
         text(&o.stdout).contains("kept-across-stop"),

@@ -1654,7 +1654,6 @@ pub async fn commit(home: &Home, id: &str) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// `cleanup [-y]`: removes every object labelled for this home and the state
 /// `cleanup`: what bottles of this home left over. By default only what
 /// holds no live work: everything of an orphan (objects or a state dir
 /// without a bottle's metadata) and of a removed bottle (its kept audit
@@ -1669,9 +1668,10 @@ pub async fn cleanup(home: &Home, yes: bool, all: bool) -> Result<i32, Error> {
     let states = StateDir::list(&home.root);
     let mut ids: std::collections::BTreeSet<String> = found.bottles.clone();
     ids.extend(states.iter().cloned());
-    let mut plan: Vec<(String, Sweep)> = Vec::new();
+    let mut plan: Vec<(String, Sweep, crate::backend::Leftovers)> = Vec::new();
     let mut kept: Vec<String> = Vec::new();
     for id in ids {
+        let objects = backend.leftovers(Some(&id)).await?;
         let state = StateDir::open(&home.root, &id);
         let has_state = state.is_ok();
         // A removed bottle keeps only its audit log, for `logs`: no live work.
@@ -1687,13 +1687,13 @@ pub async fn cleanup(home: &Home, yes: bool, all: bool) -> Result<i32, Error> {
         } else if agent_running {
             kept.push(format!("{id} (running)"));
             continue;
-        } else if found.bottles.contains(&id) {
+        } else if !objects.services.is_empty() || !objects.domains.is_empty() {
             Sweep::Stopped
         } else {
             kept.push(format!("{id} (kept for resume)"));
             continue;
         };
-        plan.push((id, sweep));
+        plan.push((id, sweep, objects));
     }
     if plan.is_empty() {
         eprintln!("bot-bottle: nothing to clean up in {}", home.root.display());
@@ -1704,8 +1704,7 @@ pub async fn cleanup(home: &Home, yes: bool, all: bool) -> Result<i32, Error> {
         "bot-bottle: cleanup of {} will remove:",
         home.root.display()
     );
-    for (id, sweep) in &plan {
-        let objects = backend.leftovers(Some(id)).await?;
+    for (id, sweep, objects) in &plan {
         let what = match sweep {
             Sweep::Everything => "everything",
             Sweep::Stopped => "stopped containers and networks; state and workspace stay",
@@ -1737,7 +1736,7 @@ pub async fn cleanup(home: &Home, yes: bool, all: bool) -> Result<i32, Error> {
         vec![(None, false)]
     } else {
         plan.iter()
-            .map(|(id, sweep)| (Some(id.as_str()), matches!(sweep, Sweep::Stopped)))
+            .map(|(id, sweep, _)| (Some(id.as_str()), matches!(sweep, Sweep::Stopped)))
             .collect()
     };
     for (bottle, keep_volumes) in scope {
@@ -1746,7 +1745,7 @@ pub async fn cleanup(home: &Home, yes: bool, all: bool) -> Result<i32, Error> {
             return Ok(1);
         }
     }
-    for (id, sweep) in &plan {
+    for (id, sweep, _) in &plan {
         if matches!(sweep, Sweep::Everything) && states.contains(id) {
             StateDir {
                 path: StateDir::root(&home.root).join(id),

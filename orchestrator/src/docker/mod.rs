@@ -228,7 +228,9 @@ impl DockerBackend {
         while let Some(Ok(chunk)) = stream.next().await {
             out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
-        out
+        // Shown in an error on the operator's terminal: what a container
+        // wrote is printed escaped.
+        crate::terminal::escape_lines(&out)
     }
 
     /// Streams a component's log lines to `line` (follow keeps streaming).

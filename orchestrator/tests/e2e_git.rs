@@ -396,14 +396,23 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         "git ls-remote \"git://git-gate/$(printf '\\033]52;c;ZXZpbA==\\007')evil.git\" 2>&1; true",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let o = th
-        .cmd()
-        .args(["logs", &id, "--sidecar", "git-gate"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let log = text(&o.stdout);
-    assert!(o.status.success(), "logs: {}", text(&o.stderr));
+    // The engine collects a container's output a moment after it is
+    // written: read the log again until the line is there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = loop {
+        let o = th
+            .cmd()
+            .args(["logs", &id, "--sidecar", "git-gate"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "logs: {}", text(&o.stderr));
+        let log = text(&o.stdout);
+        if log.contains("evil.git") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(!log.contains('\x1b'), "raw ESC in `logs`: {log:?}");
     assert!(
         log.contains("\\x1b]52;c;ZXZpbA=="),

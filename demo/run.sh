@@ -74,6 +74,9 @@ set +e
 code=$?
 set -e
 
-step "after the session: what is left of the bottle (nothing)"
+step "after the session: the containers are gone, the audit trail stays (until cleanup)"
 "$ORCH" list
+for id in $(ls "$DEMO_HOME/state" 2>/dev/null); do
+  "$ORCH" logs "$id" || true
+done
 exit $code

@@ -25,7 +25,9 @@ export BOT_BOTTLE_BIN_DIR="${BOT_BOTTLE_BIN_DIR:-$(cd "$(dirname "$ORCH")" && pw
 "$ORCH" images build --only test-agent >/dev/null
 
 HOME_DIR="$(mktemp -d /tmp/bb-idle.XXXXXX)"
-NET=bb-demo-internet
+# The demo bottle on a network of the bench's own (the demo's stays free).
+NET=bb-bench-idle
+SUBNET=10.217.0.0/24
 cleanup() {
   BOT_BOTTLE_HOME="$HOME_DIR" "$ORCH" cleanup --all -y >/dev/null 2>&1 || true
   docker network rm "$NET" >/dev/null 2>&1 || true
@@ -33,8 +35,9 @@ cleanup() {
 }
 trap cleanup EXIT
 cp -r orchestrator/examples/home/. "$HOME_DIR/"
+sed -i "s/bb-demo-internet/$NET/; s#10.214.0.0/24#$SUBNET#" "$HOME_DIR/bottles/demo.md"
 docker network rm "$NET" >/dev/null 2>&1 || true
-docker network create --subnet 10.214.0.0/24 --label dev.bot-bottle.bench=1 "$NET" >/dev/null
+docker network create --subnet "$SUBNET" --label dev.bot-bottle.bench=1 "$NET" >/dev/null
 export BOT_BOTTLE_HOME="$HOME_DIR"
 HZ="$(getconf CLK_TCK)"
 

@@ -1418,6 +1418,9 @@ async fn apply_dlp(
     }
     let url_hits = st.dlp.scan(d, pq.as_bytes());
     let field_hits = scanned::scan_fields(&st.dlp, d, &parts.headers);
+    // Only a hold (a `supervise` route) shows the method and path to the
+    // operator: sanitizing them is two more scans, not spent elsewhere.
+    let shown = d.on_match == OnMatch::Supervise;
     let holds = Holds {
         dir: st.config.holds_dir.clone(),
         timeout: st.config.hold_timeout,
@@ -1426,10 +1429,18 @@ async fn apply_dlp(
             time: String::new(),
             bottle: st.config.bottle_id.clone(),
             route: route.id.clone(),
-            method: st.dlp.sanitize(parts.method.as_str()),
+            method: if shown {
+                st.dlp.sanitize(parts.method.as_str())
+            } else {
+                String::new()
+            },
             host: host.to_string(),
             port,
-            path: sanitize_path(&st.dlp, &dlp_redacted_path(pq, &url_hits)),
+            path: if shown {
+                sanitize_path(&st.dlp, &dlp_redacted_path(pq, &url_hits))
+            } else {
+                String::new()
+            },
             rules: Vec::new(),
             timeout_secs: 0,
         },

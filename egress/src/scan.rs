@@ -3,16 +3,15 @@
 
 use std::sync::Arc;
 
-use scanner::{KnownSecrets, Rules, ScanOptions, Scanner, KNOWN_SECRET_RULE_ID};
+use scanner::{KnownSecrets, Rules, ScanOptions, Scanner};
 
 use crate::config::RuleSource;
 use crate::dlp::{Detect, Hit};
 use crate::error::Error;
 
-/// Findings of a scanner, optionally only those of the known-secrets rule.
+/// Findings of a scanner.
 struct ScannerDetect {
     scanner: Arc<Scanner>,
-    known_only: bool,
 }
 
 impl Detect for ScannerDetect {
@@ -20,7 +19,6 @@ impl Detect for ScannerDetect {
         self.scanner
             .scan(data)
             .into_iter()
-            .filter(|f| !self.known_only || f.rule_id == KNOWN_SECRET_RULE_ID)
             .map(|f| Hit {
                 rule_id: f.rule_id,
                 start: f.start,
@@ -42,20 +40,16 @@ pub fn build(source: &RuleSource, known: Vec<Vec<u8>>) -> Result<Detectors, Erro
         })?,
     };
     let opts = ScanOptions { decode: true };
-    let both = Arc::new(Scanner::new(rules.clone(), KnownSecrets::new(known), opts));
-    let rules_only = Arc::new(Scanner::new(rules, KnownSecrets::empty(), opts));
+    let detect = |rules: Rules, known: KnownSecrets| -> Arc<dyn Detect> {
+        Arc::new(ScannerDetect {
+            scanner: Arc::new(Scanner::new(rules, known, opts)),
+        })
+    };
+    // Known secrets alone get a scanner without rules: the host of every
+    // request is checked with it, so it must not run the regex rules too.
     Ok((
-        Arc::new(ScannerDetect {
-            scanner: both.clone(),
-            known_only: false,
-        }),
-        Arc::new(ScannerDetect {
-            scanner: rules_only,
-            known_only: false,
-        }),
-        Arc::new(ScannerDetect {
-            scanner: both,
-            known_only: true,
-        }),
+        detect(rules.clone(), KnownSecrets::new(known.clone())),
+        detect(rules, KnownSecrets::empty()),
+        detect(Rules::empty(), KnownSecrets::new(known)),
     ))
 }

@@ -21,8 +21,7 @@ use http_body::{Body as HttpBody, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::audit::now_rfc3339;
 use crate::config::{OnMatch, RouteDlp};
@@ -367,7 +366,7 @@ pub fn stream_rest(
     });
     ChannelBody {
         rx,
-        _task: AbortOnDrop(task),
+        _task: AbortOnDropHandle::new(task),
     }
     .boxed_unsync()
 }
@@ -504,18 +503,11 @@ impl Driver {
     }
 }
 
-/// Aborts the scanning task when the body that reads from it is dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
+/// The scanned body: what the scanning task sends. Dropping it aborts the
+/// task (the request was cancelled).
 struct ChannelBody {
     rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
-    _task: AbortOnDrop,
+    _task: AbortOnDropHandle<()>,
 }
 
 impl HttpBody for ChannelBody {

@@ -382,6 +382,12 @@ mod tests {
             }
             assert!(s.held() < 2 * OVERLAP + 100_000);
         }
+        assert!(
+            sent.len() >= body.len() - 2 * OVERLAP - 100_000,
+            "the body streams out before its end: {} of {} bytes sent",
+            sent.len(),
+            body.len()
+        );
         for p in s.finish().unwrap() {
             if let Piece::Bytes(b) = p {
                 sent.extend_from_slice(&b);

@@ -26,6 +26,16 @@ fn dlp_config(env: &TestEnv, route_extra: &str, top_extra: &str) -> String {
     )
 }
 
+/// The DLP route's host.
+const API: &str = "api.example.test";
+
+/// A test environment and an egress over [`dlp_config`].
+async fn dlp_proxy(route_extra: &str, top_extra: &str) -> (TestEnv, RunningProxy) {
+    let env = TestEnv::new().await;
+    let p = start_proxy(&dlp_config(&env, route_extra, top_extra)).await;
+    (env, p)
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(data).unwrap();
@@ -41,10 +51,8 @@ fn assert_no_secret(env: &TestEnv) {
 
 #[tokio::test]
 async fn block_in_url_header_body_and_gzip_body() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
 
     let r = https(
         &env,
@@ -114,15 +122,8 @@ async fn block_in_url_header_body_and_gzip_body() {
 
 #[tokio::test]
 async fn redact_in_url_header_and_body_but_never_inside_gzip() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(
-        &env,
-        "dlp = { outbound_on_match = \"redact\" }",
-        "",
-    ))
-    .await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("dlp = { outbound_on_match = \"redact\" }", "").await;
+    let (h, port) = (API, env.tls_port);
     let mut req = post(
         h,
         port,
@@ -186,10 +187,8 @@ async fn redact_in_url_header_and_body_but_never_inside_gzip() {
 
 #[tokio::test]
 async fn opaque_and_oversized_bodies() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     let r = https(
         &env,
         p.addr,
@@ -212,8 +211,7 @@ async fn opaque_and_oversized_bodies() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(env.seen()[0].body.len(), 10_000);
 
-    let env2 = TestEnv::new().await;
-    let p2 = start_proxy(&dlp_config(&env2, "dlp = { opaque_bodies = true }", "")).await;
+    let (env2, p2) = dlp_proxy("dlp = { opaque_bodies = true }", "").await;
     let port = env2.tls_port;
     let r = https(
         &env2,
@@ -242,15 +240,8 @@ async fn opaque_and_oversized_bodies() {
 
 #[tokio::test]
 async fn placeholder_of_another_route_is_refused() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(
-        &env,
-        "dlp = { outbound_detectors = false }",
-        "",
-    ))
-    .await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("dlp = { outbound_detectors = false }", "").await;
+    let (h, port) = (API, env.tls_port);
     let mut req = get(h, port, "/p");
     req.headers_mut().insert(
         "authorization",
@@ -360,8 +351,7 @@ async fn supervise_holds_until_decision() {
         &format!("holds_dir = {holds:?}\nhold_timeout_secs = 20"),
     );
     let p = start_proxy(&cfg).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (h, port) = (API, env.tls_port);
     for (decision, status) in [("allow", 200), ("deny", 403)] {
         let req = post(h, port, "/held?x=1", format!("s={KNOWN}"));
         let send = https(&env, p.addr, h, port, req);
@@ -453,10 +443,8 @@ const GH_PAT: &str = "ghp_R4nd0mT3stT0k3nXq9Lm2Zp8Wv5Yk7Hs1Dj6";
 #[tokio::test]
 async fn token_patterns_and_encoded_secrets_are_found() {
     use base64::Engine;
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
 
     let r = https(
@@ -533,8 +521,7 @@ async fn supervise_without_decision_times_out_refused() {
         &format!("holds_dir = {holds:?}\nhold_timeout_secs = 1"),
     );
     let p = start_proxy(&cfg).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (h, port) = (API, env.tls_port);
     let r = https(
         &env,
         p.addr,
@@ -572,10 +559,8 @@ fn brotli(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn secrets_behind_json_html_and_utf16_escapes_are_found() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     let html: String = KNOWN
         .chars()
         .map(|c| format!("&#x{:x};", c as u32))
@@ -603,15 +588,8 @@ async fn secrets_behind_json_html_and_utf16_escapes_are_found() {
 
 #[tokio::test]
 async fn redacting_a_json_escaped_token_keeps_the_body_json() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(
-        &env,
-        "dlp = { outbound_on_match = \"redact\" }",
-        "",
-    ))
-    .await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("dlp = { outbound_on_match = \"redact\" }", "").await;
+    let (h, port) = (API, env.tls_port);
     let body = format!("{{\"prompt\":\"use {} now\",\"n\":1}}", json_escaped(KNOWN));
     let r = https(&env, p.addr, h, port, post(h, port, "/j", body)).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -629,10 +607,8 @@ async fn redacting_a_json_escaped_token_keeps_the_body_json() {
 
 #[tokio::test]
 async fn the_method_and_header_names_are_scanned() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     let mut req = get(h, port, "/n");
     req.headers_mut().insert(
         http::HeaderName::from_bytes(format!("x-{CANARY}").as_bytes()).unwrap(),
@@ -660,10 +636,8 @@ async fn the_method_and_header_names_are_scanned() {
 
 #[tokio::test]
 async fn every_content_encoding_is_undone_within_bounds() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     let with = |b: Vec<u8>, codings: &[&str]| {
         let mut req = post(h, port, "/ce", b);
         for c in codings {
@@ -716,10 +690,8 @@ async fn every_content_encoding_is_undone_within_bounds() {
 
 #[tokio::test]
 async fn compressed_bytes_sent_as_plain_are_refused() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     // Compressed bytes with no NUL byte in them: they look like text to a NUL check.
     let without_nul = |compress: &dyn Fn(&[u8]) -> Vec<u8>| {
         (0..10_000u64)
@@ -809,10 +781,8 @@ async fn known_secrets_in_the_host_are_refused_on_every_route_before_resolution(
 
 #[tokio::test]
 async fn bodies_of_any_size_are_scanned_as_they_stream() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     let line = b"{\"role\":\"user\",\"content\":\"a long conversation turn\\n\"},\n";
     let big: Vec<u8> = line.iter().copied().cycle().take(5 << 20).collect();
     let r = https(&env, p.addr, h, port, post(h, port, "/clean", big.clone())).await;
@@ -842,15 +812,8 @@ async fn bodies_of_any_size_are_scanned_as_they_stream() {
 
 #[tokio::test]
 async fn a_streamed_body_is_redacted_in_place() {
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(
-        &env,
-        "dlp = { outbound_on_match = \"redact\" }",
-        "",
-    ))
-    .await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("dlp = { outbound_on_match = \"redact\" }", "").await;
+    let (h, port) = (API, env.tls_port);
     let mut big: Vec<u8> = b"0123456789abcdef\n"
         .iter()
         .copied()
@@ -875,10 +838,8 @@ async fn a_streamed_body_is_redacted_in_place() {
 #[tokio::test]
 async fn trailers_are_scanned() {
     use http_body_util::BodyExt;
-    let env = TestEnv::new().await;
-    let p = start_proxy(&dlp_config(&env, "", "")).await;
-    let port = env.tls_port;
-    let h = "api.example.test";
+    let (env, p) = dlp_proxy("", "").await;
+    let (h, port) = (API, env.tls_port);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-checksum", format!("v={KNOWN}").parse().unwrap());
     let frames: Vec<

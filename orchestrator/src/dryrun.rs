@@ -212,17 +212,12 @@ const NO_DLP: &str = "no DLP";
 
 /// The summary's text, uncoloured and unescaped.
 fn summary(plan: &Plan) -> String {
-    let plain = |s: &str| s.to_string();
-    let (red, yellow, bold) = (plain, plain, plain);
     let mut o = String::new();
     let w = &mut o;
     let _ = writeln!(
         w,
-        "{} {}  (agent {}, bottle {})",
-        bold("bottle"),
-        plan.id,
-        plan.agent,
-        plan.bottle
+        "bottle {}  (agent {}, bottle {})",
+        plan.id, plan.agent, plan.bottle
     );
     let _ = writeln!(
         w,
@@ -260,7 +255,7 @@ fn summary(plan: &Plan) -> String {
         rt.gateway_isolation
     );
 
-    let _ = writeln!(w, "\n{}", bold("networks"));
+    let _ = writeln!(w, "\nnetworks");
     for n in &plan.networks {
         let _ = writeln!(
             w,
@@ -275,7 +270,7 @@ fn summary(plan: &Plan) -> String {
             }
         );
     }
-    let _ = writeln!(w, "\n{}", bold("sidecars"));
+    let _ = writeln!(w, "\nsidecars");
     for s in &plan.sidecars {
         let addrs: Vec<String> = s
             .addresses
@@ -329,15 +324,14 @@ fn summary(plan: &Plan) -> String {
     }
     let _ = writeln!(
         w,
-        "\n{} {}",
-        bold("hosts reachable:"),
+        "\nhosts reachable: {}",
         if hosts.is_empty() {
             "none".to_string()
         } else {
             hosts.join(", ")
         }
     );
-    let _ = writeln!(w, "\n{}", bold("routes (everything else is refused)"));
+    let _ = writeln!(w, "\nroutes (everything else is refused)");
     for r in &plan.routes {
         let ports: Vec<String> = r.ports.iter().map(|p| p.to_string()).collect();
         let methods = if r.tunnel {
@@ -376,9 +370,9 @@ fn summary(plan: &Plan) -> String {
         if r.gate_only {
             let _ = write!(line, "  git-gate only (the agent cannot open it)");
         } else if r.tunnel {
-            let _ = write!(line, "  {}", yellow(NO_DLP_TUNNEL));
+            let _ = write!(line, "  {}", NO_DLP_TUNNEL);
         } else if r.dlp.outbound_detectors.is_empty() {
-            let _ = write!(line, "  {}", yellow(NO_DLP));
+            let _ = write!(line, "  {}", NO_DLP);
         } else {
             let _ = write!(
                 line,
@@ -403,21 +397,18 @@ fn summary(plan: &Plan) -> String {
         if r.allow_writes {
             let _ = writeln!(
                 w,
-                "    {}",
-                red(&format!(
-                    "{FORGE_WRITE} ({}): this goes around git-gate",
-                    r.paths
-                        .iter()
-                        .map(|p| p.value.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                "    {FORGE_WRITE} ({}): this goes around git-gate",
+                r.paths
+                    .iter()
+                    .map(|p| p.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
 
     if !plan.git.remotes.is_empty() {
-        let _ = writeln!(w, "\n{}", bold("git remotes (through git-gate)"));
+        let _ = writeln!(w, "\ngit remotes (through git-gate)");
         if let (Some(n), Some(e)) = (&plan.git.user_name, &plan.git.user_email) {
             let _ = writeln!(w, "  commits as {n} <{e}>");
         }
@@ -445,11 +436,7 @@ fn summary(plan: &Plan) -> String {
         }
     }
 
-    let _ = writeln!(
-        w,
-        "\n{}",
-        bold("tokens (by name; values never leave cred-proxy)")
-    );
+    let _ = writeln!(w, "\ntokens (by name; values never leave cred-proxy)");
     if plan.tokens.is_empty() {
         let _ = writeln!(w, "  none");
     }
@@ -481,22 +468,20 @@ fn summary(plan: &Plan) -> String {
     if plan.supervise {
         let _ = writeln!(
             w,
-            "\n{} the agent may ask for more through supervise (routes, capabilities)",
-            bold("supervise:")
+            "\nsupervise: the agent may ask for more through supervise (routes, capabilities)"
         );
     }
     if !plan.warnings.is_empty() {
         let _ = writeln!(
             w,
-            "\n{}",
-            bold("warnings (a real start refuses missing identity files and unset tokens)")
+            "\nwarnings (a real start refuses missing identity files and unset tokens)"
         );
         for x in &plan.warnings {
-            let _ = writeln!(w, "  {}", yellow(x));
+            let _ = writeln!(w, "  {x}");
         }
     }
     if !plan.notes.is_empty() {
-        let _ = writeln!(w, "\n{}", bold("notes"));
+        let _ = writeln!(w, "\nnotes");
         for x in &plan.notes {
             let _ = writeln!(w, "  - {x}");
         }

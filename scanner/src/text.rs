@@ -93,10 +93,8 @@ struct Seg {
     raw_len: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Map {
-    /// Original offset of decoded byte 0.
-    base: usize,
     /// Original bytes per decoded byte outside the segments.
     scale: usize,
     segs: Vec<Seg>,
@@ -112,7 +110,7 @@ impl Map {
     fn linear(&self, p: usize) -> usize {
         match self.seg_at(p) {
             Some(s) => s.raw + s.raw_len + (p - s.dec - s.dec_len) * self.scale,
-            None => self.base + p * self.scale,
+            None => p * self.scale,
         }
     }
 
@@ -146,7 +144,6 @@ impl Builder {
         Builder {
             text: Vec::with_capacity(len),
             map: Map {
-                base: 0,
                 scale: 1,
                 segs: Vec::new(),
             },
@@ -451,11 +448,7 @@ fn utf16(data: &[u8]) -> Option<View> {
     Some(View {
         encoding: TextEncoding::Utf16,
         text,
-        map: Map {
-            base: 0,
-            scale: 2,
-            segs,
-        },
+        map: Map { scale: 2, segs },
     })
 }
 

@@ -15,8 +15,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HealthStatusEnum,
-    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig,
+    HostConfigLogConfig, Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest,
     NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
@@ -193,21 +193,17 @@ impl DockerBackend {
             .collect())
     }
 
-    /// State of a container: (running, health status, exit code).
-    async fn container_state(
-        &self,
-        name: &str,
-    ) -> Result<(bool, Option<HealthStatusEnum>, i64, String), Error> {
+    /// State of a container: (running, exit code, status). Readiness is
+    /// not the engine's health status (see `wait_ready`).
+    async fn container_state(&self, name: &str) -> Result<(bool, i64, String), Error> {
         let c = self
             .docker
             .inspect_container(name, None)
             .await
             .map_err(engine_err(format!("inspect container {name}")))?;
         let st = c.state.unwrap_or_default();
-        let health = st.health.and_then(|h| h.status);
         Ok((
             st.running.unwrap_or(false),
-            health,
             st.exit_code.unwrap_or(0),
             st.status.map(|s| s.to_string()).unwrap_or_default(),
         ))
@@ -754,7 +750,7 @@ impl Backend for DockerBackend {
         };
         let started = Instant::now();
         loop {
-            let (running, _, exit_code, status) = self.container_state(&name).await?;
+            let (running, exit_code, status) = self.container_state(&name).await?;
             if !running {
                 let logs = self.tail_logs(&name, 20).await;
                 return Err(Error::NotReady {

@@ -100,15 +100,73 @@ pub enum Error {
     #[error("`{0}` arrives with the lifecycle work (not implemented in this build yet)")]
     NotYet(String),
 
+    // --- bringing bottles up and down, and the commands on them
+    #[error("Docker engine: cannot {what}: {source}")]
+    Engine {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("network {name} does not exist (egress.attach_networks names it; create it first)")]
+    MissingNetwork { name: String },
+    #[error("image {image} for {role} is missing: run `orchestrator images build`")]
+    MissingImage {
+        image: String,
+        role: crate::plan::Role,
+    },
+    #[error("no free /28 subnet left in {pool}: run `orchestrator cleanup`")]
+    PoolExhausted { pool: String },
+    #[error("{role} did not become ready: {detail}\n--- last lines of its log ---\n{logs}")]
+    Unhealthy {
+        role: crate::plan::Role,
+        detail: String,
+        logs: String,
+    },
+    #[error("{what}")]
+    Invalid { what: String },
+    #[error("{}: unreadable bottle state ({detail})", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("no bottle `{id}` in this home (see `orchestrator list`)")]
+    UnknownBottle { id: String },
+    #[error("bottle `{id}` is not running (start it with `orchestrator resume {id}`)")]
+    NotRunning { id: String },
+    #[error(
+        "bottle `{id}` was removed when its session ended: only its audit log is kept \
+         (`orchestrator logs {id}`), until `orchestrator cleanup` removes it"
+    )]
+    Removed { id: String },
+    #[error(
+        "the environment variable {var} is not set: {} needs it at every bring-up",
+        if *role == crate::plan::Role::Agent { "the agent's env (a `${VAR}` of the manifest)".to_string() } else { format!("{role} (a token)") }
+    )]
+    MissingToken {
+        var: String,
+        role: crate::plan::Role,
+    },
+    #[error("interrupted: everything created so far was removed")]
+    Cancelled,
+    #[error(
+        "bottle `{id}` was created by an earlier bot-bottle and is not brought back: {reason}.\n\
+         Its workspace is kept in the Docker volume {volume}: copy what you need out of it, \
+         start a new bottle, then `orchestrator cleanup` removes the old one"
+    )]
+    Outdated {
+        id: String,
+        reason: String,
+        volume: String,
+    },
+
     #[error("`{0}` needs the supervise-mcp sidecar, which is not supported yet in this build")]
     NoSupervise(String),
 }
 
 impl Error {
-    /// Process exit code for this error: 2 for a broken manifest or bad usage, 1 otherwise.
+    /// Process exit code for this error: 2 for a broken manifest or bad usage,
+    /// 130 after Ctrl-C (like a shell), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Manifest(_) | Error::SidecarImage { .. } | Error::UnknownImage { .. } => 2,
+            Error::Cancelled => 130,
             _ => 1,
         }
     }

@@ -14,7 +14,7 @@ use rcgen::{
 };
 
 use crate::backend::FileSpec;
-use crate::lifecycle::Error;
+use crate::error::Error;
 use crate::state::StateDir;
 
 pub const CA_CERT: &str = "secrets/ca.pem";

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BottleLayout;
-use crate::lifecycle::Error;
+use crate::error::Error;
 
 /// The audit log's directory in a state dir.
 pub const AUDIT_DIR: &str = "audit";

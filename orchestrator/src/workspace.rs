@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::lifecycle::Error;
+use crate::error::Error;
 
 /// A tar of the working tree at `root`: `.gitignore` respected, no symlink
 /// pointing out of the tree, no git hooks, git configs without credentials,

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::backend::{ExecOutput, ExecRequest, OutputSink};
-use crate::lifecycle::Error;
+use crate::error::Error;
 use crate::terminal::PtyFilter;
 
 fn exec_err(container: &str) -> impl FnOnce(bollard::errors::Error) -> Error + '_ {

@@ -32,7 +32,7 @@ use crate::backend::{
     Backend, BottleSummary, Domain, DomainInfo, ExecOutput, ExecRequest, FileSpec, Leftovers,
     OutputSink, Readiness, Resource, Role, ServiceSpec, LABEL_HOME, LABEL_ID, LABEL_ROLE,
 };
-use crate::lifecycle::Error;
+use crate::error::Error;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -753,7 +753,7 @@ impl Backend for DockerBackend {
             let (running, exit_code, status) = self.container_state(&name).await?;
             if !running {
                 let logs = self.tail_logs(&name, 20).await;
-                return Err(Error::NotReady {
+                return Err(Error::Unhealthy {
                     role: spec.role,
                     detail: format!("it stopped ({status}, exit code {exit_code})"),
                     logs,
@@ -782,7 +782,7 @@ impl Backend for DockerBackend {
             if started.elapsed() > READY_TIMEOUT {
                 let last = String::from_utf8_lossy(&out.stderr).trim().to_string();
                 let logs = self.tail_logs(&name, 20).await;
-                return Err(Error::NotReady {
+                return Err(Error::Unhealthy {
                     role: spec.role,
                     detail: format!(
                         "its health check still fails after {} s ({})",

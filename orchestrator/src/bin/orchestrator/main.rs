@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use orchestrator::cli::{Cli, Command};
-use orchestrator::{lifecycle, Error};
+use orchestrator::Error;
+
+mod commands;
 
 fn main() -> ExitCode {
     // One rustls provider for the whole process (ring); "already installed" is fine.
@@ -39,16 +41,16 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Start(args) if args.dry_run => orchestrator::dryrun::run(&args).await,
-        Command::Start(args) => lifecycle::cli_start(&args).await,
-        Command::Exec(a) => lifecycle::cli_exec(&a.id, &a.command).await,
-        Command::List => lifecycle::cli_list().await,
-        Command::Info(a) => lifecycle::cli_info(&a.id).await,
-        Command::Resume(a) => lifecycle::cli_resume(&a.id).await,
-        Command::Stop(a) => lifecycle::cli_stop(&a.id).await,
-        Command::Restart(a) => lifecycle::cli_restart(&a.id, &a.role, a.image.as_deref()).await,
-        Command::Commit(a) => lifecycle::cli_commit(&a.id).await,
-        Command::Cleanup(a) => lifecycle::cli_cleanup(a.yes, a.all).await,
-        Command::Logs(a) => lifecycle::cli_logs(&a.id, a.sidecar.as_deref(), a.follow).await,
+        Command::Start(args) => commands::start(&args).await,
+        Command::Exec(a) => commands::exec(&a.id, &a.command).await,
+        Command::List => commands::list().await,
+        Command::Info(a) => commands::info(&a.id).await,
+        Command::Resume(a) => commands::resume(&a.id).await,
+        Command::Stop(a) => commands::stop(&a.id).await,
+        Command::Restart(a) => commands::restart(&a.id, &a.role, a.image.as_deref()).await,
+        Command::Commit(a) => commands::commit(&a.id).await,
+        Command::Cleanup(a) => commands::cleanup(a.yes, a.all).await,
+        Command::Logs(a) => commands::logs(&a.id, a.sidecar.as_deref(), a.follow).await,
         Command::Proposals => Err(Error::NoSupervise("proposals".into())),
         Command::Approve(_) => Err(Error::NoSupervise("approve".into())),
         Command::Deny(_) => Err(Error::NoSupervise("deny".into())),

@@ -1,0 +1,92 @@
+//! The commands of the command line: each resolves the home, calls the
+//! library and turns its outcome into the process's exit code.
+
+use std::io::IsTerminal;
+
+use orchestrator::home::Home;
+use orchestrator::lifecycle::{self, confirm, Progress, StartOptions, StderrProgress};
+use orchestrator::plan::{self, Plan};
+use orchestrator::Error;
+
+/// A command's exit code as the process's (an error is `main`'s to print).
+fn report(r: Result<i32, Error>) -> Result<u8, Error> {
+    r.map(|code| u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+fn cli_home() -> Result<Home, Error> {
+    Home::from_env()
+}
+
+/// Makes every image the plan names exist (built-in ones by content hash,
+/// the agent's own Dockerfile, overrides checked): nothing is ever pulled.
+async fn ensure_plan_images(plan: &Plan) -> Result<(), Error> {
+    let docker = orchestrator::images::connect_engine().await?;
+    orchestrator::images::ensure_plan_images(
+        &docker,
+        plan,
+        &orchestrator::images::StderrProgress { quiet: false },
+    )
+    .await?;
+    Ok(())
+}
+
+/// `orchestrator start AGENT [...]` (not `--dry-run`).
+pub async fn start(args: &orchestrator::cli::StartArgs) -> Result<u8, Error> {
+    let progress = StderrProgress::default();
+    let home = cli_home()?;
+    let plan = orchestrator::dryrun::plan_for(&home, args).await?;
+    plan::check_ready(&plan)?;
+    eprint!(
+        "{}",
+        orchestrator::dryrun::human(&plan, std::io::stderr().is_terminal())
+    );
+    if !args.yes && !confirm(&format!("start bottle {}?", plan.id))? {
+        eprintln!("bot-bottle: not started");
+        return Ok(1);
+    }
+    ensure_plan_images(&plan).await?;
+    let opts = StartOptions {
+        command: args.command.clone(),
+        keep: args.keep,
+        detach: args.detach,
+        cwd: args.cwd.clone(),
+    };
+    progress.step("images ready");
+    report(lifecycle::start(&home, &plan, &opts, &progress).await)
+}
+
+pub async fn exec(id: &str, command: &[String]) -> Result<u8, Error> {
+    report(lifecycle::exec(&cli_home()?, id, command).await)
+}
+
+pub async fn list() -> Result<u8, Error> {
+    report(lifecycle::list(&cli_home()?).await)
+}
+
+pub async fn info(id: &str) -> Result<u8, Error> {
+    report(lifecycle::info(&cli_home()?, id).await)
+}
+
+pub async fn stop(id: &str) -> Result<u8, Error> {
+    report(lifecycle::stop(&cli_home()?, id).await)
+}
+
+pub async fn resume(id: &str) -> Result<u8, Error> {
+    report(lifecycle::resume(&cli_home()?, id, &StderrProgress::default()).await)
+}
+
+pub async fn restart(id: &str, role: &str, image: Option<&str>) -> Result<u8, Error> {
+    report(lifecycle::restart(&cli_home()?, id, role, image, &StderrProgress::default()).await)
+}
+
+pub async fn commit(id: &str) -> Result<u8, Error> {
+    report(lifecycle::commit(&cli_home()?, id).await)
+}
+
+pub async fn cleanup(yes: bool, all: bool) -> Result<u8, Error> {
+    report(lifecycle::cleanup(&cli_home()?, yes, all).await)
+}
+
+pub async fn logs(id: &str, sidecar: Option<&str>, follow: bool) -> Result<u8, Error> {
+    report(lifecycle::logs(&cli_home()?, id, sidecar, follow).await)
+}

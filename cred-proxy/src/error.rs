@@ -14,25 +14,6 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// TOML syntax or shape error.
-    #[error("{}{}: {message}", path.display(), span.map(|l| format!(" line {l}")).unwrap_or_default())]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// What was wrong.
-        message: String,
-        /// 1-based line, when known.
-        span: Option<usize>,
-    },
-    /// A semantically invalid value (raised during deserialisation; the
-    /// caller wraps it into `Parse` with the file name).
-    #[error("{key}: {reason}")]
-    Invalid {
-        /// The key or route.
-        key: String,
-        /// Why.
-        reason: String,
-    },
     /// The token variable of a route is unset or empty.
     #[error("route {route}: the token variable {var} is not set or empty")]
     MissingTokenVar {
@@ -71,9 +52,9 @@ pub enum Error {
         /// Variable or file.
         origin: String,
     },
-    /// The broker key could not be read.
+    /// The config, or the broker key, is refused by the contract.
     #[error(transparent)]
-    BrokerKey(#[from] crate::handoff::KeyError),
+    Contract(#[from] contract::Error),
     /// The upstream CA bundle could not be used.
     #[error("upstream_ca {}: {reason}", path.display())]
     UpstreamCa {

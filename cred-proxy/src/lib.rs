@@ -9,9 +9,11 @@
 //! It must never: route by `Host` or by a wildcard, resolve a name, follow a
 //! redirect, or put a token in a log line, an error message or a response.
 
-pub mod config;
+/// The config schema and the hand-off live in the contract crate (egress and
+/// the orchestrator use them too).
+pub use contract::cred_proxy as config;
 pub mod error;
-pub mod handoff;
+pub use contract::handoff;
 pub mod health;
 pub mod proxy;
 pub mod redact;

@@ -12,35 +12,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use crate::config::AuditTarget;
 use crate::error::Error;
 
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct AuditRecord {
-    pub time: String,
-    pub bottle: String,
-    pub method: String,
-    pub scheme: &'static str,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    /// `allow`, `redact`, `hold-allow`, `deny`, `tunnel`, `error`.
-    pub decision: &'static str,
-    /// For refusals: `route`, `ssrf`, `dlp`, `fronting`, `protocol`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    pub duration_ms: u64,
-}
+pub use contract::audit::{AuditRecord, Decision, Kind};
 
 enum Sink {
     Stdout,
@@ -175,7 +150,7 @@ mod tests {
             method: "GET".into(),
             host: "api.example.test".into(),
             path: path.into(),
-            decision: "allow",
+            decision: Decision::Allow,
             ..Default::default()
         }
     }

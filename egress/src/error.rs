@@ -10,12 +10,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: invalid egress config: {message}")]
-    ConfigParse { path: PathBuf, message: String },
-    #[error("invalid egress config: {key}: {message}")]
-    InvalidConfig { key: String, message: String },
-    #[error("invalid egress config: route {route:?}: {message}")]
-    InvalidRoute { route: String, message: String },
     #[error("{path}: {message}")]
     Ca { path: PathBuf, message: String },
     #[error("certificate for {host}: {message}")]
@@ -36,4 +30,7 @@ pub enum Error {
     },
     #[error("broker key: {0}")]
     BrokerKey(String),
+    /// The config is refused by its schema (the contract crate).
+    #[error(transparent)]
+    Contract(#[from] contract::Error),
 }

@@ -16,7 +16,8 @@
 //! request) or `deny`. No decision within `hold_timeout_secs` (default 300) refuses it. Egress
 //! removes both files afterwards. Write the decision atomically (write a temporary name, rename).
 
-pub mod config;
+/// The config schema lives in the contract crate (the orchestrator renders it).
+pub use contract::egress as config;
 pub mod error;
 pub mod ssrf;
 
@@ -28,7 +29,7 @@ pub mod forge;
 pub mod hold;
 pub mod io;
 pub mod mint;
-pub mod path;
+pub use contract::path;
 pub mod pool;
 pub mod proxy;
 pub mod resolve;

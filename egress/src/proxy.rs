@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::{now_rfc3339, AuditLog, AuditRecord};
+use crate::audit::{now_rfc3339, AuditLog, AuditRecord, Decision};
 use crate::config::{normalize_host, Config, Forge, OnMatch, Route, RouteDlp, RouteKind};
 use crate::decode;
 use crate::dlp::{self, DlpEngine, ExactSet, Hit};
@@ -44,27 +44,7 @@ const RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(120);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Refusal kinds of `X-Bottle-Block`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Route,
-    Ssrf,
-    Dlp,
-    Fronting,
-    Protocol,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Route => "route",
-            Kind::Ssrf => "ssrf",
-            Kind::Dlp => "dlp",
-            Kind::Fronting => "fronting",
-            Kind::Protocol => "protocol",
-        }
-    }
-}
+pub use contract::audit::Kind;
 
 /// Everything a request is checked against; replaced as a whole on reload.
 pub struct State {
@@ -89,7 +69,7 @@ impl std::fmt::Debug for State {
 
 pub struct Handoff {
     pub addr: SocketAddr,
-    pub key: cred_proxy::handoff::BrokerKey,
+    pub key: contract::handoff::BrokerKey,
     pub client: HandoffClient,
 }
 
@@ -113,7 +93,7 @@ impl State {
             .any(|r| matches!(r.kind, RouteKind::Http { auth: true, .. }));
         let handoff = match (needs_handoff, config.cred_proxy) {
             (true, Some(addr)) => {
-                let key = cred_proxy::handoff::BrokerKey::from_env()
+                let key = contract::handoff::BrokerKey::from_env()
                     .map_err(|e| Error::BrokerKey(e.to_string()))?;
                 Some(Handoff {
                     addr,
@@ -444,7 +424,7 @@ fn record(
         time: now_rfc3339(),
         bottle: st.config.bottle_id.clone(),
         method: st.dlp.sanitize(method),
-        scheme,
+        scheme: scheme.into(),
         host: st.dlp.sanitize(host).to_ascii_lowercase(),
         port,
         path: sanitize_path(&st.dlp, path),
@@ -466,8 +446,8 @@ fn sanitize_path(dlp: &DlpEngine, path: &str) -> String {
 }
 
 fn log_refusal(st: &State, mut rec: AuditRecord, r: &Refused, start: Instant) {
-    rec.decision = "deny";
-    rec.kind = Some(r.kind.as_str());
+    rec.decision = Decision::Deny;
+    rec.kind = Some(r.kind);
     rec.rule = r.rule.clone();
     rec.status = Some(403);
     rec.duration_ms = start.elapsed().as_millis() as u64;
@@ -618,7 +598,7 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>, side: Side) ->
         return refusal(&st, r.kind, &r.detail);
     }
     if let Some(tunnel) = routes.iter().find(|r| r.is_tunnel()) {
-        rec.scheme = "tunnel";
+        rec.scheme = "tunnel".into();
         rec.route = Some(tunnel.id.clone());
         let (upstream, _addr) = match st.dialer.connect(&host, port).await {
             Ok(x) => x,
@@ -628,7 +608,7 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>, side: Side) ->
                 return refusal(&st, r.kind, &r.detail);
             }
             Err(e) => {
-                rec.decision = "error";
+                rec.decision = Decision::Error;
                 rec.status = Some(502);
                 st.audit.write(&rec);
                 return plain_status(StatusCode::BAD_GATEWAY, &format!("egress: {e}"));
@@ -637,7 +617,7 @@ async fn connect(shared: Arc<Shared>, mut req: Request<Incoming>, side: Side) ->
         let on_upgrade = hyper::upgrade::on(&mut req);
         let audit = st.audit.clone();
         shared.tasks.spawn(async move {
-            rec.decision = "tunnel";
+            rec.decision = Decision::Tunnel;
             rec.status = Some(200);
             if let Ok(up) = on_upgrade.await {
                 let mut client = TokioIo::new(up);
@@ -1181,7 +1161,7 @@ async fn handle(
                 ))
             }
             Err(e) => {
-                rec.decision = "error";
+                rec.decision = Decision::Error;
                 rec.status = Some(502);
                 rec.duration_ms = start.elapsed().as_millis() as u64;
                 st.audit.write(rec);
@@ -1192,7 +1172,7 @@ async fn handle(
             }
         };
         let dial_s = dial.to_string();
-        let sig = cred_proxy::handoff::sign(&h.key, &route.id, &dial_s, method.as_str(), &send_pq);
+        let sig = contract::handoff::sign(&h.key, &route.id, &dial_s, method.as_str(), &send_pq);
         let uri: Uri = format!("http://{}{}", h.addr, send_pq)
             .parse()
             .map_err(|_| refused(Kind::Protocol, "request target cannot be forwarded"))?;
@@ -1204,15 +1184,15 @@ async fn handle(
             hd.insert(header::HOST, v);
         }
         hd.insert(
-            cred_proxy::handoff::HEADER_ROUTE,
+            contract::handoff::HEADER_ROUTE,
             HeaderValue::from_str(&route.id).expect("route ids are header-safe"),
         );
         hd.insert(
-            cred_proxy::handoff::HEADER_DIAL,
+            contract::handoff::HEADER_DIAL,
             HeaderValue::from_str(&dial_s).expect("address"),
         );
         hd.insert(
-            cred_proxy::handoff::HEADER_SIG,
+            contract::handoff::HEADER_SIG,
             HeaderValue::from_str(&sig).expect("hex"),
         );
         tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, h.client.request(out)).await
@@ -1256,7 +1236,7 @@ async fn handle(
                             format!("{host} resolves to {ip}: {reason}"),
                         ));
                     }
-                    rec.decision = "error";
+                    rec.decision = Decision::Error;
                     rec.status = Some(502);
                     rec.duration_ms = start.elapsed().as_millis() as u64;
                     st.audit.write(rec);
@@ -1286,7 +1266,7 @@ async fn handle(
     }
     let mut resp = match resp {
         Err(_) => {
-            rec.decision = "error";
+            rec.decision = Decision::Error;
             rec.status = Some(504);
             rec.duration_ms = start.elapsed().as_millis() as u64;
             st.audit.write(rec);
@@ -1306,7 +1286,7 @@ async fn handle(
                 Some(d) => d.to_string(),
                 None => format!("upstream request failed: {}", error_chain(&e)),
             };
-            rec.decision = "error";
+            rec.decision = Decision::Error;
             rec.status = Some(502);
             rec.duration_ms = start.elapsed().as_millis() as u64;
             st.audit.write(rec);
@@ -1318,7 +1298,9 @@ async fn handle(
         Ok(Ok(r)) => r,
     };
 
-    rec.decision = verdict.as_deref().map_or("allow", Verdict::decision);
+    rec.decision = verdict
+        .as_deref()
+        .map_or(Decision::Allow, Verdict::decision);
     rec.status = Some(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = upgrade_fut {

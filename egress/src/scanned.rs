@@ -7,6 +7,7 @@
 //!
 //! Also here: findings in header and trailer names and values, and the operator's holds.
 
+use crate::audit::Decision;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -91,13 +92,13 @@ impl Verdict {
     }
 
     /// The audit decision for a request that went through.
-    pub fn decision(&self) -> &'static str {
+    pub fn decision(&self) -> Decision {
         if self.redacted.load(Ordering::Relaxed) {
-            "redact"
+            Decision::Redact
         } else if self.held.load(Ordering::Relaxed) {
-            "hold-allow"
+            Decision::HoldAllow
         } else {
-            "allow"
+            Decision::Allow
         }
     }
 

@@ -426,8 +426,8 @@ async fn auth_route_is_handed_to_cred_proxy_signed_and_stripped() {
     assert_eq!(s.headers["x-bottle-route"], "gh");
     let dial = format!("127.0.0.1:{port}");
     assert_eq!(s.headers["x-bottle-dial"], dial);
-    let key = cred_proxy::handoff::BrokerKey::from_hex(BROKER_KEY).unwrap();
-    assert!(cred_proxy::handoff::verify(
+    let key = contract::handoff::BrokerKey::from_hex(BROKER_KEY).unwrap();
+    assert!(contract::handoff::verify(
         &key,
         "gh",
         &dial,

@@ -6,9 +6,6 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("config {path}: {message}")]
-    Config { path: PathBuf, message: String },
-
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -49,4 +46,7 @@ pub enum Error {
 
     #[error("{0}")]
     Hook(String),
+    /// The config is refused by its schema (the contract crate).
+    #[error(transparent)]
+    Contract(#[from] contract::Error),
 }

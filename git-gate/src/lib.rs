@@ -9,7 +9,8 @@
 //! only from the config), put key material in argv or logs, or accept any
 //! upstream host key other than the pinned one.
 
-pub mod config;
+/// The config schema lives in the contract crate (the orchestrator renders it).
+pub use contract::git_gate as config;
 pub mod error;
 
 pub use config::Config;

@@ -76,7 +76,7 @@ pub fn render(plan: &Plan, role: Role, secrets: Option<&RenderSecrets>) -> Resul
 }
 
 fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String, Error> {
-    use egress::config::{
+    use contract::egress::{
         AuthConfig, Detector, Detectors, DlpConfig, EgressConfig, OnMatch, RouteConfig,
         RouteDlpConfig,
     };
@@ -182,7 +182,7 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
 }
 
 fn render_cred_proxy(plan: &Plan) -> Result<String, Error> {
-    use cred_proxy::config::{Config, RawRoute, Route, SchemeName};
+    use contract::cred_proxy::{Config, RawRoute, Route, SchemeName};
     let listen = addr(plan, Role::CredProxy, NetworkRole::Broker)
         .map(|a| format!("{a}:9099"))
         .unwrap_or_else(|| "0.0.0.0:9099".into());
@@ -267,7 +267,8 @@ fn render_git_gate(plan: &Plan) -> Result<String, Error> {
     };
     let draft = toml::to_string_pretty(&f).map_err(|e| invalid(Role::GitGate, e))?;
     // Through git-gate's own type: refused values fail here, and the text is its canonical form.
-    let c: git_gate::Config = toml::from_str(&draft).map_err(|e| invalid(Role::GitGate, e))?;
+    let c: contract::git_gate::Config =
+        toml::from_str(&draft).map_err(|e| invalid(Role::GitGate, e))?;
     toml::to_string_pretty(&c).map_err(|e| invalid(Role::GitGate, e))
 }
 

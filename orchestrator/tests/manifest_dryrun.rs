@@ -311,7 +311,7 @@ fn forge_routes_reach_the_egress_config() {
         .iter()
         .find(|s| s["role"] == "egress")
         .unwrap();
-    let cfg = egress::config::EgressConfig::from_toml_str(
+    let cfg = contract::egress::EgressConfig::from_toml_str(
         egress["config"].as_str().unwrap(),
         std::path::Path::new("egress.toml"),
     )

@@ -354,10 +354,10 @@ fn upstream_ca_is_found_next_to_its_manifest_and_reaches_egress_and_cred_proxy()
 }
 
 /// The rendered egress config of `plan`, parsed and validated by egress itself.
-fn egress_config(plan: &plan::Plan) -> egress::config::EgressConfig {
+fn egress_config(plan: &plan::Plan) -> contract::egress::EgressConfig {
     let text = &plan.sidecar(Role::Egress).unwrap().config;
     let file =
-        egress::config::EgressConfig::from_toml_str(text, std::path::Path::new("egress.toml"))
+        contract::egress::EgressConfig::from_toml_str(text, std::path::Path::new("egress.toml"))
             .unwrap();
     file.validate().unwrap();
     file

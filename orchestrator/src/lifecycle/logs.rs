@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use contract::audit::AuditRecord;
+
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -11,6 +13,10 @@ use crate::state::StateDir;
 
 /// One log line made readable: JSON records become "time level message k=v".
 pub fn humanize(line: &str) -> String {
+    // Audit records (one per request, egress's contract type) first.
+    if let Ok(record) = serde_json::from_str::<AuditRecord>(line) {
+        return audit_line(&record);
+    }
     let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
         return line.to_string();
     };
@@ -35,11 +41,6 @@ pub fn humanize(line: &str) -> String {
         } else {
             flat.insert(k.clone(), v.clone());
         }
-    }
-    // Audit records (one per request) carry a decision and no log message.
-    if flat.contains_key("decision") && flat.contains_key("method") && !flat.contains_key("message")
-    {
-        return audit_line(&head, &flat);
     }
     if let Some(m) = flat.get("message").and_then(|v| v.as_str()) {
         head.push_str(m);
@@ -72,38 +73,31 @@ pub fn humanize(line: &str) -> String {
 }
 
 /// One egress audit record as a sentence:
-/// `TIME DENY  GET http://host:80/path -> 403 (route: ...)`.
-pub(super) fn audit_line(head: &str, f: &serde_json::Map<String, serde_json::Value>) -> String {
-    let get = |k: &str| match f.get(k) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Null) | None => String::new(),
-        Some(v) => v.to_string(),
-    };
+/// `TIME DENY  GET http://host:80/path -> 403 kind=route (0 B up, 0 B down, 1 ms)`.
+pub(super) fn audit_line(r: &AuditRecord) -> String {
+    let status = r.status.map(|s| s.to_string()).unwrap_or_default();
     let mut line = format!(
-        "{head}{:<5} {} {}://{}:{}{} -> {}",
-        get("decision").to_ascii_uppercase(),
-        get("method"),
-        get("scheme"),
-        get("host"),
-        get("port"),
-        get("path"),
-        get("status")
+        "{} {:<5} {} {}://{}:{}{} -> {status}",
+        r.time,
+        r.decision.as_str().to_ascii_uppercase(),
+        r.method,
+        r.scheme,
+        r.host,
+        r.port,
+        r.path,
     );
-    let route = get("route");
-    if !route.is_empty() {
+    if let Some(route) = &r.route {
         line.push_str(&format!(" route={route}"));
     }
-    for k in ["kind", "rule", "rule_id", "detail"] {
-        let v = get(k);
-        if !v.is_empty() {
-            line.push_str(&format!(" {k}={v}"));
-        }
+    if let Some(kind) = r.kind {
+        line.push_str(&format!(" kind={}", kind.as_str()));
+    }
+    if let Some(rule) = &r.rule {
+        line.push_str(&format!(" rule={rule}"));
     }
     line.push_str(&format!(
         " ({} B up, {} B down, {} ms)",
-        get("bytes_up"),
-        get("bytes_down"),
-        get("duration_ms")
+        r.bytes_up, r.bytes_down, r.duration_ms
     ));
     line
 }

@@ -56,7 +56,7 @@ pub const RESERVED_ENV: [&str; 14] = [
 /// git-gate's defaults: the agent's own ref namespace; CI configuration of
 /// common forges (it runs with the repository's secrets). An explicit
 /// `ProtectedPaths` adds to the defaults, never removes them.
-pub use git_gate::config::{DEFAULT_PROTECTED_PATHS, DEFAULT_PUSH_REFS};
+pub use contract::git_gate::{DEFAULT_PROTECTED_PATHS, DEFAULT_PUSH_REFS};
 
 /// The supervise-mcp sidecar exists in this build (its image can be made).
 pub fn supervise_available() -> bool {
@@ -677,7 +677,7 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
                         p.value
                     ),
                 ));
-            } else if let Err(why) = egress::path::check_prefix(&p.value) {
+            } else if let Err(why) = contract::path::check_prefix(&p.value) {
                 // The same check egress runs on its config: one rule, one place.
                 problems.push(o.problem(
                     &format!("{mo}.paths[{k}].value"),

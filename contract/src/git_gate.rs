@@ -1,7 +1,7 @@
 //! The gate's configuration file (TOML), validated once at load.
 //!
 //! The orchestrator renders this file from a bottle manifest's `git.remotes`
-//! (it depends on this crate for these types), so every type here serializes
+//! (through these same types), so every type here serializes
 //! back to the same TOML it was read from. Values that have a shape (ssh URL,
 //! host key, ref and path globs, remote names) are parsed into types that
 //! cannot hold an invalid value, so the rest of the gate never re-checks them.
@@ -140,7 +140,7 @@ impl Config {
 
     /// Parse and validate a config from TOML text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, Error> {
-        toml::from_str(text).map_err(|e| Error::Config {
+        toml::from_str(text).map_err(|e| Error::GitGateConfig {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })
@@ -149,7 +149,6 @@ impl Config {
     /// Read, parse and validate the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            action: "read the config file",
             path: path.to_path_buf(),
             source,
         })?;

@@ -58,7 +58,7 @@ impl TryFrom<RawConfig> for Config {
         let mut seen = HashSet::new();
         for r in &raw.routes {
             if !seen.insert(r.id.clone()) {
-                return Err(Error::Invalid {
+                return Err(Error::CredProxyInvalid {
                     key: format!("route {}", r.id),
                     reason: "route ids must be unique".into(),
                 });
@@ -85,7 +85,7 @@ impl From<Config> for RawConfig {
 impl Config {
     /// Parses and validates a TOML document; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, Error> {
-        toml::from_str::<Config>(text).map_err(|e| Error::Parse {
+        toml::from_str::<Config>(text).map_err(|e| Error::CredProxyParse {
             path: origin.to_path_buf(),
             message: e.message().to_owned(),
             span: e.span().map(|s| line_of(text, s.start)),
@@ -255,7 +255,7 @@ impl TryFrom<RawRoute> for Route {
     type Error = Error;
     fn try_from(raw: RawRoute) -> Result<Route, Error> {
         let key = format!("route {}", raw.id);
-        let bad = |reason: String| Error::Invalid {
+        let bad = |reason: String| Error::CredProxyInvalid {
             key: key.clone(),
             reason,
         };

@@ -179,7 +179,7 @@ pub struct RouteConfig {
     pub upgrade: bool,
     /// A route to the forge of a git remote: read methods and git's
     /// upload-pack (clone, fetch) only, unless `allow_writes`; git's
-    /// receive-pack (a push around git-gate) never. See [`crate::forge`].
+    /// receive-pack (a push around git-gate) never. See egress's `forge` module.
     #[serde(default, skip_serializing_if = "is_false")]
     pub forge: bool,
     /// On a `forge` route: the listed methods (writes too) on the listed paths.
@@ -279,7 +279,7 @@ pub struct ResolveConfig {
 impl EgressConfig {
     /// Parses TOML; `origin` names the file in errors.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<EgressConfig, Error> {
-        toml::from_str(text).map_err(|e| Error::ConfigParse {
+        toml::from_str(text).map_err(|e| Error::EgressParse {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })
@@ -490,7 +490,7 @@ fn valid_dns_name(h: &str) -> bool {
 }
 
 fn parse_host_pattern(route: &str, raw: &str) -> Result<HostPattern, Error> {
-    let bad = |why: &str| Error::InvalidRoute {
+    let bad = |why: &str| Error::EgressRoute {
         route: route.to_string(),
         message: format!("host {raw:?}: {why}"),
     };
@@ -526,14 +526,14 @@ fn is_token(s: &str) -> bool {
 }
 
 fn validate(c: &EgressConfig) -> Result<Config, Error> {
-    let listen: SocketAddr = c.listen.parse().map_err(|_| Error::InvalidConfig {
+    let listen: SocketAddr = c.listen.parse().map_err(|_| Error::EgressConfig {
         key: "listen".into(),
         message: format!("{:?} is not an ip:port address", c.listen),
     })?;
     let gate_listen = match &c.gate_listen {
         None => None,
         Some(g) => {
-            let addr: SocketAddr = g.parse().map_err(|_| Error::InvalidConfig {
+            let addr: SocketAddr = g.parse().map_err(|_| Error::EgressConfig {
                 key: "gate_listen".into(),
                 message: format!("{g:?} is not an ip:port address"),
             })?;
@@ -541,7 +541,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                 || (addr.port() == listen.port()
                     && (addr.ip().is_unspecified() || listen.ip().is_unspecified()));
             if clash {
-                return Err(Error::InvalidConfig {
+                return Err(Error::EgressConfig {
                     key: "gate_listen".into(),
                     message: format!(
                         "{addr} overlaps listen {listen}: the gate's listener needs an address \
@@ -554,21 +554,21 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
     };
     let bottle_id = c.bottle_id.clone().unwrap_or_default();
     if bottle_id.len() > 128 || bottle_id.chars().any(|ch| ch.is_control()) {
-        return Err(Error::InvalidConfig {
+        return Err(Error::EgressConfig {
             key: "bottle_id".into(),
             message: "at most 128 printable characters".into(),
         });
     }
     let max_bytes = c.audit_max_bytes.unwrap_or(AUDIT_MAX_BYTES);
     if max_bytes < 4096 {
-        return Err(Error::InvalidConfig {
+        return Err(Error::EgressConfig {
             key: "audit_max_bytes".into(),
             message: format!("{max_bytes} is below 4096: one record would not fit"),
         });
     }
     let keep = c.audit_keep.unwrap_or(AUDIT_KEEP);
     if !(1..=100).contains(&keep) {
-        return Err(Error::InvalidConfig {
+        return Err(Error::EgressConfig {
             key: "audit_keep".into(),
             message: format!("{keep} rotated files: between 1 and 100"),
         });
@@ -586,7 +586,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
         let net = s
             .parse::<IpNet>()
             .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| Error::InvalidConfig {
+            .map_err(|_| Error::EgressConfig {
                 key: "ssrf_allow_cidrs".into(),
                 message: format!("{s:?} is not a CIDR like 10.0.0.0/8 or fd00::/8"),
             })?;
@@ -594,7 +594,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
     }
     let cred_proxy = match &c.cred_proxy {
         None => None,
-        Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| Error::InvalidConfig {
+        Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| Error::EgressConfig {
             key: "cred_proxy".into(),
             message: format!("{s:?} is not an ip:port address (no names: egress resolves nothing it does not route)"),
         })?),
@@ -602,7 +602,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
     let hold_timeout =
         Duration::from_secs(c.hold_timeout_secs.unwrap_or(DEFAULT_HOLD_TIMEOUT_SECS));
     if hold_timeout.is_zero() {
-        return Err(Error::InvalidConfig {
+        return Err(Error::EgressConfig {
             key: "hold_timeout_secs".into(),
             message: "must be at least 1".into(),
         });
@@ -612,14 +612,14 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
         p => RuleSource::Gitleaks(PathBuf::from(p)),
     };
     if c.dlp.max_body_bytes == 0 || c.dlp.max_body_bytes > 256 * 1024 * 1024 {
-        return Err(Error::InvalidConfig {
+        return Err(Error::EgressConfig {
             key: "dlp.max_body_bytes".into(),
             message: "must be between 1 and 268435456".into(),
         });
     }
     if let Some(canary) = &c.dlp.canary {
         if canary.len() < 8 {
-            return Err(Error::InvalidConfig {
+            return Err(Error::EgressConfig {
                 key: "dlp.canary".into(),
                 message: "the canary must be at least 8 characters".into(),
             });
@@ -638,7 +638,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
     let mut gate_routes = Vec::new();
     for r in &c.routes {
         let rid = r.id.as_str();
-        let err = |message: String| Error::InvalidRoute {
+        let err = |message: String| Error::EgressRoute {
             route: rid.to_string(),
             message,
         };
@@ -648,7 +648,7 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         {
-            return Err(Error::InvalidRoute {
+            return Err(Error::EgressRoute {
                 route: rid.to_string(),
                 message: "route ids are 1-128 characters of letters, digits, '-', '_', '.', ':'"
                     .into(),
@@ -823,12 +823,12 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
     for r in &c.resolves {
         let h = normalize_host(&r.host)
             .filter(|h| valid_dns_name(h))
-            .ok_or_else(|| Error::InvalidConfig {
+            .ok_or_else(|| Error::EgressConfig {
                 key: "resolve.host".into(),
                 message: format!("{:?} is not a host name", r.host),
             })?;
         if r.port == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(Error::EgressConfig {
                 key: "resolve.port".into(),
                 message: format!("port 0 for {h}"),
             });

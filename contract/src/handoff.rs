@@ -5,11 +5,12 @@
 //! `route_id + "\n" + dial + "\n" + METHOD + "\n" + path_and_query`, signed with
 //! HMAC-SHA256 under the per-bottle broker key and sent as lowercase hex.
 //!
-//! This module must stay dependency-light: egress links it.
 
 use std::fmt;
 
 use hmac::{Hmac, Mac};
+
+use crate::error::Error;
 use sha2::Sha256;
 
 /// Header carrying the route id egress matched.
@@ -26,20 +27,6 @@ pub const BROKER_KEY_LEN: usize = 32;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Why a broker key could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
-    /// The variable is unset or empty.
-    #[error("the broker key variable {0} is not set")]
-    Missing(String),
-    /// Not hex, or not 32 bytes. The value itself is never reported.
-    #[error("the broker key in {origin} must be {BROKER_KEY_LEN} bytes of hex (64 hex digits)")]
-    Malformed {
-        /// Where the key came from (variable name).
-        origin: String,
-    },
-}
-
 /// The per-bottle broker key shared by egress and cred-proxy.
 ///
 /// `Debug` never prints the key.
@@ -54,13 +41,13 @@ impl fmt::Debug for BrokerKey {
 
 impl BrokerKey {
     /// Parses 64 hex digits (surrounding whitespace ignored).
-    pub fn from_hex(hex_str: &str) -> Result<BrokerKey, KeyError> {
+    pub fn from_hex(hex_str: &str) -> Result<BrokerKey, Error> {
         Self::from_hex_origin(hex_str, "the given value")
     }
 
-    fn from_hex_origin(hex_str: &str, origin: &str) -> Result<BrokerKey, KeyError> {
+    fn from_hex_origin(hex_str: &str, origin: &str) -> Result<BrokerKey, Error> {
         let mut key = [0u8; BROKER_KEY_LEN];
-        hex::decode_to_slice(hex_str.trim(), &mut key).map_err(|_| KeyError::Malformed {
+        hex::decode_to_slice(hex_str.trim(), &mut key).map_err(|_| Error::BrokerKeyMalformed {
             origin: origin.to_owned(),
         })?;
         Ok(BrokerKey(key))
@@ -72,15 +59,15 @@ impl BrokerKey {
     }
 
     /// Reads the key from [`BROKER_KEY_ENV`].
-    pub fn from_env() -> Result<BrokerKey, KeyError> {
+    pub fn from_env() -> Result<BrokerKey, Error> {
         Self::from_env_var(BROKER_KEY_ENV)
     }
 
     /// Reads the key from the named environment variable.
-    pub fn from_env_var(var: &str) -> Result<BrokerKey, KeyError> {
+    pub fn from_env_var(var: &str) -> Result<BrokerKey, Error> {
         match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => Self::from_hex_origin(&v, var),
-            _ => Err(KeyError::Missing(var.to_owned())),
+            _ => Err(Error::BrokerKeyMissing(var.to_owned())),
         }
     }
 

@@ -188,7 +188,7 @@ async fn main() {
     )
     .await;
     // The recorder in the test upstream would grow without bound; clear it as we go.
-    let seen = up.seen.clone();
+    let seen = up.recorder.clone();
     let proxy = Proxy::start(
         &pki,
         "[[route]]\nid = \"one\"\nhost = \"api.one.test\"\nscheme = \"Bearer\"\ntoken_ref = \"T\"\n",
@@ -200,7 +200,7 @@ async fn main() {
     let key = test_key();
     let dial = up.addr.to_string();
     let direct_req = || {
-        seen.lock().unwrap().clear();
+        seen.clear();
         Request::builder()
             .uri("/v1/ping")
             .header("host", &host)
@@ -209,7 +209,7 @@ async fn main() {
             .unwrap()
     };
     let cp_req = || {
-        seen.lock().unwrap().clear();
+        seen.clear();
         let sig = handoff::sign(&key, "one", &dial, "GET", "/v1/ping");
         Request::builder()
             .uri("/v1/ping")
@@ -221,7 +221,7 @@ async fn main() {
             .unwrap()
     };
     let nginx_req = || {
-        seen.lock().unwrap().clear();
+        seen.clear();
         Request::builder()
             .uri("/v1/ping")
             .header("host", "nginx")

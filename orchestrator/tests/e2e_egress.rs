@@ -42,14 +42,7 @@ fn images_ready(test: &str) -> bool {
         }
         Ok(())
     });
-    match r {
-        Ok(()) => true,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {e}"),
-        Err(e) => {
-            eprintln!("skipping {test}: {e}");
-            false
-        }
-    }
+    run_or_skip(test, r.clone())
 }
 
 /// The test's own "internet": a network and an upstream container on it.
@@ -87,25 +80,9 @@ srv.serve_forever()
 
 /// A test CA and a certificate for auth.example.test: (ca, cert chain, key) PEM.
 fn auth_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "bot-bottle e2e upstream CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["auth.example.test".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    (
-        ca.pem(),
-        format!("{}{}", leaf.pem(), ca.pem()),
-        leaf_key.serialize_pem(),
-    )
+    let pki = test_support::pki::Pki::new();
+    let leaf = pki.leaf(&["auth.example.test"]);
+    (pki.ca_pem(), leaf.chain_pem, leaf.key_pem)
 }
 
 impl Internet {

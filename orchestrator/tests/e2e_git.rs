@@ -90,11 +90,7 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
     let built = ["egress", "git-gate", "test-agent", "upstream-sshd"]
         .iter()
         .try_for_each(|n| orch_build(n));
-    if let Err(e) = built {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{e}");
-        }
-        eprintln!("skipping git gate test: {e}");
+    if !run_or_skip("git gate", built) {
         return;
     }
     let th = TestHome::new();

@@ -1,15 +1,13 @@
-//! Test harness: in-process upstreams on loopback (TLS with a test CA, and plain HTTP), an
-//! egress proxy with a query-counting resolver stub, and a client that speaks CONNECT + TLS
-//! (h1 or h2) through it.
+//! Test harness: egress's view of test-support's recording upstreams (a TLS and a plain
+//! port, with the paths these tests use), an egress proxy with a query-counting resolver
+//! stub, and HTTP requests over test-support's CONNECT + TLS client.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use egress::config::{Config, EgressConfig};
@@ -18,41 +16,68 @@ use egress::resolve::{BoxFuture, Resolve};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+use test_support::pki::Pki;
+use test_support::upstream;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+// Not every test binary uses every fixture.
+#[allow(unused_imports)]
+pub use test_support::client::{client_tls, connect, Tls};
 
 pub type TBody =
     http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub fn init() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    test_support::install_crypto_provider();
 }
 
-/// A request as the upstream saw it.
+/// A request as the upstream saw it, flattened for short assertions.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
+    /// With the query.
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub version: http::Version,
 }
 
+impl From<upstream::Seen> for Seen {
+    fn from(s: upstream::Seen) -> Seen {
+        Seen {
+            method: s.method.to_string(),
+            path: s
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: s
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: s.body.to_vec(),
+            version: s.version,
+        }
+    }
+}
+
 /// Gate for the slow download: the test releases chunks.
 pub struct Upstream {
-    pub seen: Mutex<Vec<Seen>>,
     pub slow_gate: tokio::sync::Semaphore,
 }
 
 impl Default for Upstream {
     fn default() -> Self {
         Upstream {
-            seen: Mutex::new(Vec::new()),
             slow_gate: tokio::sync::Semaphore::new(0),
         }
     }
@@ -67,85 +92,20 @@ pub struct TestEnv {
     pub tls_port: u16,
     pub plain_port: u16,
     pub upstream: Arc<Upstream>,
-    pub shutdown: CancellationToken,
+    recorder: upstream::Recorder,
+    _pki: Pki,
+    _servers: [upstream::Upstream; 2],
 }
 
-fn upstream_leaf(
-    issuer: &Issuer<'_, KeyPair>,
-    names: &[&str],
-) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (
-        cert.der().clone(),
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-}
-
-async fn upstream_handler(
-    up: Arc<Upstream>,
-    mut req: Request<Incoming>,
-) -> Result<Response<TBody>, Infallible> {
-    if req.headers().contains_key("upgrade") {
-        // An echo protocol: whatever the client sends after the 101 comes back.
-        let on = hyper::upgrade::on(&mut req);
-        up.seen.lock().unwrap().push(Seen {
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
-            headers: HashMap::new(),
-            body: Vec::new(),
-            version: req.version(),
-        });
-        tokio::spawn(async move {
-            if let Ok(u) = on.await {
-                let mut io = TokioIo::new(u);
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = io.read(&mut buf).await {
-                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut r = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut()
-            .insert("connection", "upgrade".parse().unwrap());
-        r.headers_mut().insert("upgrade", "echo".parse().unwrap());
-        return Ok(r);
-    }
-    let (parts, body) = req.into_parts();
-    let path = parts
+/// The paths the egress tests rely on; anything else answers "ok METHOD PATH".
+async fn upstream_handler(up: Arc<Upstream>, seen: upstream::Seen) -> Response<test_support::Body> {
+    let path = seen
         .uri
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    up.seen.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        path: path.clone(),
-        headers,
-        body: body.clone(),
-        version: parts.version,
-    });
     let full = |s: StatusCode, b: Vec<u8>| {
-        let mut r = Response::new(Full::new(Bytes::from(b)).map_err(|e| match e {}).boxed());
+        let mut r = Response::new(test_support::full(b));
         *r.status_mut() = s;
         r
     };
@@ -155,36 +115,32 @@ async fn upstream_handler(
             "location",
             "https://elsewhere.example.test/".parse().unwrap(),
         );
-        return Ok(r);
+        return r;
     }
     if path.starts_with("/slow") {
         // 20 chunks of 64 KiB, each released by the test through the gate.
-        let up2 = up.clone();
         let stream = futures_util::stream::unfold(0u32, move |i| {
-            let up = up2.clone();
+            let up = up.clone();
             async move {
                 if i >= 20 {
                     return None;
                 }
                 up.slow_gate.acquire().await.unwrap().forget();
                 Some((
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from(
-                        vec![b'x'; 65536],
-                    ))),
+                    Ok::<_, test_support::BoxError>(Frame::data(Bytes::from(vec![b'x'; 65536]))),
                     i + 1,
                 ))
             }
         });
-        let r = Response::new(StreamBody::new(stream).boxed());
-        return Ok(r);
+        return Response::new(StreamBody::new(stream).boxed_unsync());
     }
     if path.starts_with("/big") {
-        return Ok(full(StatusCode::OK, vec![b'y'; 1 << 20]));
+        return full(StatusCode::OK, vec![b'y'; 1 << 20]);
     }
-    Ok(full(
+    full(
         StatusCode::OK,
-        format!("ok {} {}", parts.method, path).into_bytes(),
-    ))
+        format!("ok {} {}", seen.method, path).into_bytes(),
+    )
 }
 
 impl TestEnv {
@@ -199,19 +155,9 @@ impl TestEnv {
         use rustls_pki_types::pem::PemObject;
         let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
 
-        // Upstream CA (what "the internet" presents).
-        let up_key = KeyPair::generate().unwrap();
-        let mut up_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        up_params
-            .distinguished_name
-            .push(DnType::CommonName, "upstream test CA");
-        up_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let up_cert = up_params.self_signed(&up_key).unwrap();
-        let upstream_ca = dir.path().join("upstream-ca.pem");
-        std::fs::write(&upstream_ca, up_cert.pem()).unwrap();
-        let issuer = Issuer::new(up_params, up_key);
-        let (leaf, key) = upstream_leaf(
-            &issuer,
+        // What "the internet" presents, on a TLS and a plain port sharing one log.
+        let pki = Pki::new();
+        let tls = pki.server_config_for(
             &[
                 "api.example.test",
                 "other.example.test",
@@ -221,65 +167,29 @@ impl TestEnv {
                 "127.0.0.1",
                 "auth.example.test",
             ],
+            &[b"h2", b"http/1.1"],
         );
-        let mut scfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf], key)
-            .unwrap();
-        scfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(scfg));
-
-        let upstream = Arc::new(Upstream::default());
-        let shutdown = CancellationToken::new();
-        let tls_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let plain_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tls_port = tls_l.local_addr().unwrap().port();
-        let plain_port = plain_l.local_addr().unwrap().port();
-        {
-            let up = upstream.clone();
-            let sd = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    let (s, _) = tokio::select! { _ = sd.cancelled() => break, a = tls_l.accept() => a.unwrap() };
-                    let acc = acceptor.clone();
-                    let up = up.clone();
-                    tokio::spawn(async move {
-                        let Ok(tls) = acc.accept(s).await else { return };
-                        let svc = service_fn(move |r| upstream_handler(up.clone(), r));
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                            .await;
-                    });
-                }
-            });
-        }
-        {
-            let up = upstream.clone();
-            let sd = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    let (s, _) = tokio::select! { _ = sd.cancelled() => break, a = plain_l.accept() => a.unwrap() };
-                    let up = up.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |r| upstream_handler(up.clone(), r));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(s), svc)
-                            .with_upgrades()
-                            .await;
-                    });
-                }
-            });
-        }
+        let up = Arc::new(Upstream::default());
+        let handler = {
+            let up = up.clone();
+            upstream::handler(move |seen| upstream_handler(up.clone(), seen))
+        };
+        let recorder = upstream::Recorder::default();
+        let tls_server =
+            upstream::Upstream::serve(recorder.clone(), Some(tls), handler.clone()).await;
+        let plain_server = upstream::Upstream::serve(recorder.clone(), None, handler).await;
         TestEnv {
             dir,
             ca_cert,
             ca_key,
             ca_der,
-            upstream_ca,
-            tls_port,
-            plain_port,
-            upstream,
-            shutdown,
+            upstream_ca: pki.ca_path.clone(),
+            tls_port: tls_server.addr.port(),
+            plain_port: plain_server.addr.port(),
+            upstream: up,
+            recorder,
+            _pki: pki,
+            _servers: [tls_server, plain_server],
         }
     }
 
@@ -322,7 +232,7 @@ impl TestEnv {
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.upstream.seen.lock().unwrap().clone()
+        self.recorder.seen().into_iter().map(Seen::from).collect()
     }
 }
 
@@ -396,48 +306,6 @@ pub async fn start_proxy(text: &str) -> RunningProxy {
     }
 }
 
-/// Sends CONNECT and returns the proxy's status, headers block and the open stream.
-pub async fn connect(proxy: SocketAddr, authority: &str) -> (u16, String, TcpStream) {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut b).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    if status != 200 {
-        // Drain the body so the caller can inspect everything.
-        let mut rest = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut rest)).await;
-        return (status, head + &String::from_utf8_lossy(&rest), s);
-    }
-    (status, head, s)
-}
-
-pub fn client_tls(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-}
-
-pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-
 /// CONNECT then TLS with `sni`, trusting the bottle CA.
 pub async fn tls_through(
     env: &TestEnv,
@@ -446,10 +314,7 @@ pub async fn tls_through(
     sni: &str,
     alpn: &[&[u8]],
 ) -> std::io::Result<Tls> {
-    let (status, head, s) = connect(proxy, authority).await;
-    assert_eq!(status, 200, "CONNECT {authority}: {head}");
-    let name = ServerName::try_from(sni.to_string()).unwrap();
-    client_tls(&env.ca_der, alpn).connect(name, s).await
+    test_support::client::tls_through(proxy, authority, sni, &env.ca_der, alpn).await
 }
 
 pub struct Resp {

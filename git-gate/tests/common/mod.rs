@@ -19,23 +19,8 @@ pub const CANARY: &str = "bbcanary-7f3k29xq81mzv4lw0p6dQ";
 /// A GitHub token shape the scanner's built-in rules recognise.
 pub const GH_TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3xYz8Qw2Lp9Hs6Dm1Kc5F";
 
-/// True when Docker can be used; with `CI=true` and no Docker the test fails.
-pub fn docker_or_skip(test: &str) -> bool {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: Docker is not reachable and CI=true: this test must run");
-        }
-        eprintln!("skipping {test}: Docker is not reachable");
-    }
-    ok
-}
+pub use test_support::docker::docker_or_skip;
+use test_support::docker::image_exists;
 
 pub fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Output {
     let cmd = cmd.borrow_mut();
@@ -94,10 +79,7 @@ fn build(repo: &str, dockerfile: &Path, file: Option<(&str, &Path)>) -> String {
         h.update(std::fs::read(p).expect("read binary"));
     }
     let tag = format!("{repo}:{}", &hex::encode(h.finalize())[..16]);
-    if run(docker(&["image", "inspect", &tag]).stdout(Stdio::null()))
-        .status
-        .success()
-    {
+    if image_exists(&tag) {
         return tag;
     }
     let ctx = tempfile::tempdir().expect("tempdir");

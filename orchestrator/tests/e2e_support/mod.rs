@@ -18,22 +18,18 @@ pub const BASE: &str = "bot-bottle/base:bookworm";
 pub const STUB_EGRESS: &str = "bb-test/stub-egress:1";
 pub const TEST_AGENT: &str = "bb-test/test-agent:1";
 
-/// Whether the tests can use Docker. With CI=true a missing engine is a failure.
+pub use test_support::docker::{image_exists, run_or_skip};
+
+/// Whether the tests can use Docker and the base image (see [`run_or_skip`]).
 pub fn docker_or_skip(test: &str) -> bool {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        && image_exists(BASE);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: Docker engine or {BASE} unavailable and CI=true");
+    let ready = test_support::docker::docker_reachable().and_then(|()| {
+        if image_exists(BASE) {
+            Ok(())
+        } else {
+            Err(format!("no {BASE} (run images/bootstrap-base.sh)"))
         }
-        eprintln!("skipping {test}: no Docker engine or no {BASE} (run images/bootstrap-base.sh)");
-    }
-    ok
+    });
+    run_or_skip(test, ready)
 }
 
 /// `docker inspect -f FORMAT bb-<id>-<role>`, trimmed.
@@ -43,15 +39,6 @@ pub fn inspect(id: &str, role: &str, format: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-pub fn image_exists(image: &str) -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", image])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Builds a small image from a Dockerfile text (classic builder, no context).

@@ -1,26 +1,31 @@
 //! agent → egress → cred-proxy → upstream, all in-process on loopback: the
 //! upstream sees the real token; the agent and egress's audit log never do.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
-use cred_proxy::handoff::{BROKER_KEY_ENV, HEADER_SIG};
+use cred_proxy::handoff::{BrokerKey, BROKER_KEY_ENV, HEADER_SIG};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use test_support::pki::Pki;
+use test_support::upstream::{handler, Seen, Upstream};
+use test_support::{full, BoxError};
 use tokio_util::sync::CancellationToken;
 
 const REAL: &str = "ghp_REALtokenE2E_91c0ffee";
 const PLACEHOLDER: &str = "bb-placeholder-one";
+
+fn test_key() -> BrokerKey {
+    BrokerKey::from_bytes([7u8; 32])
+}
 
 /// Every name comes from `[[resolve]]`; any other lookup is a failure.
 struct NoDns;
@@ -31,6 +36,70 @@ impl egress::resolve::Resolve for NoDns {
     ) -> egress::resolve::BoxFuture<'static, std::io::Result<Vec<std::net::IpAddr>>> {
         Box::pin(async move { Err(std::io::Error::other(format!("no DNS in tests: {host}"))) })
     }
+}
+
+/// A running in-process cred-proxy; stops on drop.
+struct CredProxy {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for CredProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl CredProxy {
+    /// `routes` is the TOML of the `[[route]]` tables; token values come
+    /// from `env`, not the process environment.
+    async fn start(pki: &Pki, routes: &str, env: &[(&str, &str)]) -> CredProxy {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nupstream_ca = \"{}\"\n{routes}",
+            pki.ca_path.display()
+        );
+        let config =
+            cred_proxy::Config::from_toml_str(&text, Path::new("cred-proxy.toml")).unwrap();
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let server =
+            cred_proxy::Server::bind(config, test_key(), Arc::new(move |k| env.get(k).cloned()))
+                .await
+                .unwrap();
+        let addr = server.local_addr();
+        let stop = CancellationToken::new();
+        tokio::spawn(server.serve(stop.clone()));
+        CredProxy { addr, stop }
+    }
+}
+
+/// A request straight to cred-proxy, without egress's signed hand-off.
+async fn without_handoff(cred_proxy: SocketAddr, path: &str) -> Response<Incoming> {
+    let tcp = tokio::net::TcpStream::connect(cred_proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(path)
+        .header("host", "cred-proxy")
+        .body(full(Bytes::new()))
+        .unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
+async fn body_string(resp: Response<Incoming>) -> String {
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 struct Egress {
@@ -83,50 +152,17 @@ async fn start_egress(pki: &Pki, cred_proxy: SocketAddr, upstream_port: u16) -> 
 /// The agent: CONNECT through egress, TLS trusting only the bottle CA, then
 /// one HTTP/1.1 request with the placeholder credential.
 async fn agent_request(egress: &Egress, port: u16, path: &str) -> Response<Incoming> {
-    let mut tcp = tokio::net::TcpStream::connect(egress.addr).await.unwrap();
     let target = format!("api.one.test:{port}");
-    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        assert_eq!(
-            tcp.read(&mut b).await.unwrap(),
-            1,
-            "egress closed: {head:?}"
-        );
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
-            egress.ca_pem.as_bytes(),
-        )
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(
-            rustls::pki_types::ServerName::try_from("api.one.test").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let ca = CertificateDer::from_pem_slice(egress.ca_pem.as_bytes()).unwrap();
+    let tls = test_support::client::tls_through(
+        egress.addr,
+        &target,
+        "api.one.test",
+        &ca,
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -184,10 +220,10 @@ async fn agent_to_egress_to_cred_proxy_to_upstream() {
         }),
     )
     .await;
-    let proxy = Proxy::start(
+    let proxy = CredProxy::start(
         &pki,
         "[[route]]\nid = \"one\"\nhost = \"api.one.test\"\nscheme = \"Bearer\"\ntoken_ref = \"ONE\"\n",
-        env_of(&[("ONE", REAL)]),
+        &[("ONE", REAL)],
     )
     .await;
     let egress = start_egress(&pki, proxy.addr, up.addr.port()).await;
@@ -237,10 +273,8 @@ async fn agent_to_egress_to_cred_proxy_to_upstream() {
     assert_eq!(&rest[..], b"data: 2\n\n");
 
     // A request to cred-proxy that did not come through egress is refused.
-    let mut direct = Handoff::get("one", up.addr, "/user");
-    direct.omit_handoff = true;
     assert_eq!(
-        direct.send(proxy.addr).await.status(),
+        without_handoff(proxy.addr, "/user").await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(up.seen().len(), 2);

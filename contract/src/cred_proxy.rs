@@ -211,6 +211,30 @@ pub enum SchemeName {
     Header,
 }
 
+impl SchemeName {
+    /// Every scheme, as the TOML and the manifest spell them.
+    pub const ALL: [SchemeName; 4] = [
+        SchemeName::Bearer,
+        SchemeName::Token,
+        SchemeName::XApiKey,
+        SchemeName::Header,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeName::Bearer => "Bearer",
+            SchemeName::Token => "token",
+            SchemeName::XApiKey => "x-api-key",
+            SchemeName::Header => "header",
+        }
+    }
+
+    /// The scheme of this name (case matters: `Bearer`, `token`).
+    pub fn parse(name: &str) -> Option<SchemeName> {
+        SchemeName::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// A route exactly as written in TOML.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

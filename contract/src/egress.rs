@@ -198,7 +198,7 @@ fn default_ports() -> Vec<u16> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    pub scheme: String,
+    pub scheme: crate::cred_proxy::SchemeName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ref: Option<String>,
     /// Header template / token file are cred-proxy matters; accepted so one rendering fits both.
@@ -265,6 +265,33 @@ pub enum OnMatch {
     Block,
     Redact,
     Supervise,
+}
+
+impl OnMatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMatch::Block => "block",
+            OnMatch::Redact => "redact",
+            OnMatch::Supervise => "supervise",
+        }
+    }
+}
+
+impl Detector {
+    /// Every detector, in the order the manifest's default lists them.
+    pub const ALL: [Detector; 2] = [Detector::TokenPatterns, Detector::KnownSecrets];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::TokenPatterns => "token_patterns",
+            Detector::KnownSecrets => "known_secrets",
+        }
+    }
+
+    /// The detector of this name, as the TOML and the manifest spell it.
+    pub fn parse(name: &str) -> Option<Detector> {
+        Detector::ALL.into_iter().find(|d| d.as_str() == name)
+    }
 }
 
 /// One `[[resolve]]`: like curl's `--resolve host:port:addr`.
@@ -758,11 +785,6 @@ fn validate(c: &EgressConfig) -> Result<Config, Error> {
                     return Err(err(
                         "a route with auth needs the top-level cred_proxy address".into(),
                     ));
-                }
-            }
-            if let Some(a) = &r.auth {
-                if a.scheme.is_empty() {
-                    return Err(err("auth.scheme must not be empty".into()));
                 }
             }
             if let Some(p) = &r.placeholder {

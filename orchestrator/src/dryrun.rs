@@ -365,7 +365,7 @@ fn summary(plan: &Plan) -> String {
             let _ = write!(line, "  {paths}");
         }
         if let Some(au) = &r.auth {
-            let _ = write!(line, "  auth {} from ${}", au.scheme, au.token_ref);
+            let _ = write!(line, "  auth {} from ${}", au.scheme.as_str(), au.token_ref);
         }
         if r.gate_only {
             let _ = write!(line, "  git-gate only (the agent cannot open it)");
@@ -377,8 +377,13 @@ fn summary(plan: &Plan) -> String {
             let _ = write!(
                 line,
                 "  dlp {} → {}",
-                r.dlp.outbound_detectors.join("+"),
-                r.dlp.outbound_on_match
+                r.dlp
+                    .outbound_detectors
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                r.dlp.outbound_on_match.as_str()
             );
         }
         if r.upgrade {

@@ -21,6 +21,8 @@ pub const LABEL_ID: &str = "dev.bot-bottle.id";
 pub const LABEL_ROLE: &str = "dev.bot-bottle.role";
 pub const LABEL_HOME: &str = "dev.bot-bottle.home";
 
+use contract::cred_proxy::SchemeName;
+use contract::egress::{Detector, OnMatch};
 pub use contract::role::{BROKER_KEY_ENV, CANARY_ENV};
 pub use contract::Role;
 
@@ -253,7 +255,7 @@ pub struct PathRule {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuthPlan {
-    pub scheme: String,
+    pub scheme: SchemeName,
     /// Host variable holding the token (never its value).
     pub token_ref: String,
     /// For scheme "header": the header name.
@@ -266,10 +268,9 @@ pub struct AuthPlan {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DlpPlan {
-    /// Detectors on what leaves ("token_patterns", "known_secrets"); empty = off.
-    pub outbound_detectors: Vec<String>,
-    /// "block" | "redact" | "supervise".
-    pub outbound_on_match: String,
+    /// Detectors on what leaves; empty = off.
+    pub outbound_detectors: Vec<Detector>,
+    pub outbound_on_match: OnMatch,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -537,7 +538,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
                 .iter()
                 .any(|rm| manifest::reaches_forge(&r.host, &rm.upstream.host));
         let auth = r.auth.as_ref().map(|a| AuthPlan {
-            scheme: a.scheme.clone(),
+            scheme: a.scheme,
             token_ref: a.token_ref.clone(),
             header: a.header.clone(),
             template: a.template.clone(),
@@ -548,7 +549,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
             } else {
                 r.dlp.outbound_detectors.clone()
             },
-            outbound_on_match: r.dlp.outbound_on_match.as_str().to_string(),
+            outbound_on_match: r.dlp.outbound_on_match,
         };
         let read_only: Vec<String> = manifest_read_methods();
         let mut push = |methods: Vec<String>, paths: Vec<PathRule>, allow_writes: bool| {
@@ -618,7 +619,7 @@ pub fn build(home: &Home, resolved: &Resolved, opts: &PlanOptions) -> Result<Pla
             allow_writes: false,
             dlp: DlpPlan {
                 outbound_detectors: vec![],
-                outbound_on_match: "block".into(),
+                outbound_on_match: OnMatch::Block,
             },
             origin: format!("git-remote:{}", rm.name),
         });

@@ -77,8 +77,7 @@ pub fn render(plan: &Plan, role: Role, secrets: Option<&RenderSecrets>) -> Resul
 
 fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String, Error> {
     use contract::egress::{
-        AuthConfig, Detector, Detectors, DlpConfig, EgressConfig, OnMatch, RouteConfig,
-        RouteDlpConfig,
+        AuthConfig, Detectors, DlpConfig, EgressConfig, OnMatch, RouteConfig, RouteDlpConfig,
     };
     let listen = addr(plan, Role::Egress, NetworkRole::Internal)
         .map(|a| format!("{a}:3128"))
@@ -99,29 +98,10 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
                     ..RouteDlpConfig::default()
                 })
             } else {
-                let on = match r.dlp.outbound_on_match.as_str() {
-                    "redact" => OnMatch::Redact,
-                    "supervise" => {
-                        needs_holds = true;
-                        OnMatch::Supervise
-                    }
-                    _ => OnMatch::Block,
-                };
-                let list = r
-                    .dlp
-                    .outbound_detectors
-                    .iter()
-                    .map(|d| {
-                        if d == "known_secrets" {
-                            Detector::KnownSecrets
-                        } else {
-                            Detector::TokenPatterns
-                        }
-                    })
-                    .collect();
+                needs_holds |= r.dlp.outbound_on_match == OnMatch::Supervise;
                 Some(RouteDlpConfig {
-                    outbound_detectors: Detectors::List(list),
-                    outbound_on_match: on,
+                    outbound_detectors: Detectors::List(r.dlp.outbound_detectors.clone()),
+                    outbound_on_match: r.dlp.outbound_on_match,
                     ..RouteDlpConfig::default()
                 })
             };
@@ -132,7 +112,7 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
                 methods: r.methods.clone(),
                 paths: r.paths.iter().map(|p| p.value.clone()).collect(),
                 auth: r.auth.as_ref().map(|a| AuthConfig {
-                    scheme: a.scheme.clone(),
+                    scheme: a.scheme,
                     token_ref: Some(a.token_ref.clone()),
                     header: a.header.clone(),
                 }),
@@ -182,23 +162,17 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
 }
 
 fn render_cred_proxy(plan: &Plan) -> Result<String, Error> {
-    use contract::cred_proxy::{Config, RawRoute, Route, SchemeName};
+    use contract::cred_proxy::{Config, RawRoute, Route};
     let listen = addr(plan, Role::CredProxy, NetworkRole::Broker)
         .map(|a| format!("{a}:9099"))
         .unwrap_or_else(|| "0.0.0.0:9099".into());
     let mut routes = Vec::new();
     for r in plan.routes.iter().filter(|r| r.auth.is_some()) {
         let a = r.auth.as_ref().expect("filtered");
-        let scheme = match a.scheme.as_str() {
-            "Bearer" => SchemeName::Bearer,
-            "token" => SchemeName::Token,
-            "x-api-key" => SchemeName::XApiKey,
-            _ => SchemeName::Header,
-        };
         let raw = RawRoute {
             id: r.id.clone(),
             host: r.host.clone(),
-            scheme,
+            scheme: a.scheme,
             header: a.header.clone(),
             template: a.template.clone(),
             token_ref: Some(a.token_ref.clone()),

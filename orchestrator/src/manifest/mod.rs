@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+pub use contract::cred_proxy::SchemeName;
+pub use contract::egress::Detector;
 pub use parse::did_you_mean;
 pub use raw::{OnMatch, PathKind, Template};
 pub use template::{
@@ -130,8 +132,7 @@ impl std::fmt::Display for HostPattern {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
-    /// `Bearer`, `token`, `x-api-key` or `header`.
-    pub scheme: String,
+    pub scheme: SchemeName,
     pub token_ref: String,
     pub header: Option<String>,
     pub template: Option<String>,
@@ -154,14 +155,14 @@ pub struct Match {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dlp {
     /// Empty = DLP off (`outbound_detectors: false`).
-    pub outbound_detectors: Vec<String>,
+    pub outbound_detectors: Vec<Detector>,
     pub outbound_on_match: OnMatch,
 }
 
 impl Default for Dlp {
     fn default() -> Self {
         Dlp {
-            outbound_detectors: vec!["token_patterns".into(), "known_secrets".into()],
+            outbound_detectors: Detector::ALL.to_vec(),
             outbound_on_match: OnMatch::Block,
         }
     }

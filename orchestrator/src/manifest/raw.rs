@@ -138,23 +138,8 @@ pub struct RawPath {
     pub value: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnMatch {
-    Block,
-    Redact,
-    Supervise,
-}
-
-impl OnMatch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnMatch::Block => "block",
-            OnMatch::Redact => "redact",
-            OnMatch::Supervise => "supervise",
-        }
-    }
-}
+/// The closed set of `dlp.outbound_on_match`, egress's own type.
+pub use contract::egress::OnMatch;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

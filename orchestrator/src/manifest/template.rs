@@ -1,7 +1,7 @@
 //! Provider templates (the routes and agent environment `claude` and `codex`
 //! bring) and the forge table of the forge rule.
 
-use super::{Auth, Dlp, HostPattern, Origin, Route, Template};
+use super::{Auth, Dlp, HostPattern, Origin, Route, SchemeName, Template};
 
 /// Host variable holding the provider token when `auth_token` is not given.
 pub fn default_auth_token(t: Template) -> &'static str {
@@ -32,14 +32,14 @@ pub fn template_routes(t: Template, auth_token: Option<&str>, origin: &Origin) -
         Template::Claude => {
             // An OAuth token (Claude subscriptions) is a Bearer token; an API key is x-api-key.
             let scheme = if token.contains("OAUTH") {
-                "Bearer"
+                SchemeName::Bearer
             } else {
-                "x-api-key"
+                SchemeName::XApiKey
             };
             vec![route(
                 "api.anthropic.com",
                 Some(Auth {
-                    scheme: scheme.into(),
+                    scheme,
                     token_ref: token,
                     header: None,
                     template: None,
@@ -49,7 +49,7 @@ pub fn template_routes(t: Template, auth_token: Option<&str>, origin: &Origin) -
         Template::Codex => vec![route(
             "api.openai.com",
             Some(Auth {
-                scheme: "Bearer".into(),
+                scheme: SchemeName::Bearer,
                 token_ref: token,
                 header: None,
                 template: None,

@@ -11,16 +11,18 @@ use ipnet::IpNet;
 use super::raw::{self, RawBottle};
 use super::template;
 use super::{
-    Auth, Bottle, Dlp, EnvEntry, EnvSpec, HostKey, HostPattern, Match, Origin, PathMatch, Provider,
-    Remote, Route, SshUpstream,
+    Auth, Bottle, Detector, Dlp, EnvEntry, EnvSpec, HostKey, HostPattern, Match, Origin, PathMatch,
+    Provider, Remote, Route, SchemeName, SshUpstream,
 };
 use crate::error::{Error, Problem};
 use crate::home::expand_tilde;
 
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 pub const READ_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
-pub const DETECTORS: [&str; 2] = ["token_patterns", "known_secrets"];
-pub const AUTH_SCHEMES: [&str; 4] = ["Bearer", "token", "x-api-key", "header"];
+/// The names of egress's detectors and cred-proxy's schemes, for messages.
+fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|t| name(*t)).collect()
+}
 /// Names the sidecars answer to; never a route host.
 pub const SIDECAR_NAMES: [&str; 5] = [
     "egress",
@@ -218,51 +220,17 @@ pub fn ssh_upstream(s: &str) -> Result<SshUpstream, String> {
     })
 }
 
-const KEY_TYPES: [&str; 8] = [
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-    "ssh-dss",
-];
-
-/// `[host-pattern ]keytype base64`; the blob must decode and carry the same key type.
+/// A `KnownHostKey`, parsed by git-gate's own parser: a key type git-gate
+/// refuses (`ssh-dss`) is refused here, where the operator reads the file.
 pub fn host_key(s: &str) -> Result<HostKey, String> {
     let expected = "expected an ssh public host key `keytype AAAA...` (as in known_hosts, a leading host pattern is accepted)";
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    let start = match fields.iter().position(|f| KEY_TYPES.contains(f)) {
-        Some(i) if i <= 1 => i,
-        _ => {
-            let shown: String = s.chars().take(40).collect();
-            return Err(format!(
-                "{expected}, found {shown:?} (no known key type: {})",
-                KEY_TYPES.join(", ")
-            ));
-        }
-    };
-    let key_type = fields[start];
-    let Some(b64) = fields.get(start + 1) else {
-        return Err(format!("{expected}, found only the key type {key_type:?}"));
-    };
-    let blob = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("{expected}; the key after {key_type:?} is not valid base64 ({e})"))?;
-    // The blob starts with a length-prefixed copy of the key type.
-    let ok = blob.len() >= 4 && {
-        let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
-        blob.len() >= 4 + n && &blob[4..4 + n] == key_type.as_bytes()
-    };
-    if !ok {
-        return Err(format!(
-            "{expected}; the key data does not hold a {key_type} key (copied from another line?)"
-        ));
-    }
+    let key: contract::git_gate::HostKey = s.parse().map_err(|why| {
+        let shown: String = s.chars().take(40).collect();
+        format!("{expected}, found {shown:?}: {why}")
+    })?;
     Ok(HostKey {
-        key_type: key_type.to_string(),
-        base64: b64.to_string(),
+        key_type: key.key_type().to_string(),
+        base64: key.base64().to_string(),
     })
 }
 
@@ -614,9 +582,12 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
     let tunnel = r.tunnel.unwrap_or(false);
     let auth = r.auth.and_then(|a| {
         let before = problems.len();
-        if !AUTH_SCHEMES.contains(&a.scheme.as_str()) {
-            let hint = super::did_you_mean(&a.scheme, &AUTH_SCHEMES).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-            problems.push(o.problem("auth.scheme", format!("expected one of {}, found {:?}{hint}", AUTH_SCHEMES.join(", "), a.scheme)));
+        // cred-proxy's own parser decides which schemes exist.
+        let scheme = SchemeName::parse(&a.scheme);
+        if scheme.is_none() {
+            let all = names(&SchemeName::ALL, SchemeName::as_str);
+            let hint = super::did_you_mean(&a.scheme, &all).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+            problems.push(o.problem("auth.scheme", format!("expected one of {}, found {:?}{hint}", all.join(", "), a.scheme)));
         }
         if !is_env_name(&a.token_ref) {
             problems.push(o.problem("auth.token_ref", format!("expected the NAME of a host environment variable, found {:?}", a.token_ref)));
@@ -637,7 +608,7 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
             (Some(_), s) if s != "header" => problems.push(o.problem("auth.template", format!("`template` is only used with `scheme: header`, found scheme {s:?}"))),
             _ => {}
         }
-        (problems.len() == before).then_some(Auth { scheme: a.scheme, token_ref: a.token_ref, header: a.header, template: a.template })
+        scheme.filter(|_| problems.len() == before).map(|scheme| Auth { scheme, token_ref: a.token_ref, header: a.header, template: a.template })
     });
     if let Some(h) = &host {
         if h.is_wildcard() && auth.is_some() {
@@ -727,16 +698,15 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
                 "a tunnel route is not intercepted: no DLP can run on it, remove `dlp`",
             ));
         }
+        let detector_names = names(&Detector::ALL, Detector::as_str);
         match d.outbound_detectors {
             None => {}
             Some(serde_yaml::Value::Bool(false)) => dlp.outbound_detectors.clear(),
             Some(serde_yaml::Value::Sequence(list)) => {
                 dlp.outbound_detectors.clear();
                 for (k, v) in list.iter().enumerate() {
-                    match v.as_str() {
-                        Some(s) if DETECTORS.contains(&s) => {
-                            dlp.outbound_detectors.push(s.to_string())
-                        }
+                    match v.as_str().and_then(Detector::parse) {
+                        Some(d) => dlp.outbound_detectors.push(d),
                         _ => {
                             let found = v
                                 .as_str()
@@ -744,14 +714,14 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
                                 .unwrap_or_else(|| super::parse::describe(v));
                             let hint = v
                                 .as_str()
-                                .and_then(|s| super::did_you_mean(s, &DETECTORS))
+                                .and_then(|s| super::did_you_mean(s, &detector_names))
                                 .map(|s| format!("; did you mean `{s}`?"))
                                 .unwrap_or_default();
                             problems.push(o.problem(
                                 &format!("dlp.outbound_detectors[{k}]"),
                                 format!(
                                     "expected one of {}, found {found}{hint}",
-                                    DETECTORS.join(", ")
+                                    detector_names.join(", ")
                                 ),
                             ));
                         }
@@ -762,7 +732,7 @@ fn route(o: Origin, r: raw::RawRoute, problems: &mut Vec<Problem>) -> Option<Rou
                 "dlp.outbound_detectors",
                 format!(
                     "expected a list of detectors ({}) or false, found {}",
-                    DETECTORS.join(", "),
+                    names(&Detector::ALL, Detector::as_str).join(", "),
                     super::parse::describe(&other)
                 ),
             )),
@@ -1049,6 +1019,13 @@ mod tests {
         assert!(host_key(&format!("ssh-ed25519 {b64}")).is_ok());
         assert!(host_key(&format!("github.com ssh-ed25519 {b64} comment")).is_ok());
         assert!(host_key(&format!("ssh-rsa {b64}")).is_err());
+        // git-gate refuses DSA keys: so does the manifest, naming the types it takes.
+        let mut dss = vec![0, 0, 0, 7];
+        dss.extend_from_slice(b"ssh-dss");
+        dss.extend_from_slice(&[7u8; 40]);
+        let dss = base64::engine::general_purpose::STANDARD.encode(&dss);
+        let e = host_key(&format!("ssh-dss {dss}")).unwrap_err();
+        assert!(e.contains("ssh-ed25519") && !e.contains("ssh-dss,"), "{e}");
         assert!(host_key("ssh-ed25519 !!!").is_err());
         assert!(host_key("hello").is_err());
     }

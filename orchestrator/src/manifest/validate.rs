@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use ipnet::IpNet;
 
 use super::raw::{self, RawBottle};
@@ -959,6 +958,7 @@ pub fn build_bottle(name: &str, chain: Vec<(String, PathBuf, RawBottle)>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn hosts() {

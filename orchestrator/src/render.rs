@@ -57,6 +57,17 @@ fn addr(plan: &Plan, role: Role, net: NetworkRole) -> Option<std::net::Ipv4Addr>
         .and_then(|s| s.addresses.get(&net).copied())
 }
 
+/// `ip:port` of `role` on `net` (its port from the roles table), if it is there.
+fn socket(plan: &Plan, role: Role, net: NetworkRole) -> Option<String> {
+    let port = role.port()?;
+    addr(plan, role, net).map(|a| format!("{a}:{port}"))
+}
+
+/// Where `role` listens: its address on `net`, or every address.
+fn listen(plan: &Plan, role: Role, net: NetworkRole) -> String {
+    socket(plan, role, net).unwrap_or_else(|| format!("0.0.0.0:{}", role.port().unwrap_or(0)))
+}
+
 fn invalid(role: Role, e: impl std::fmt::Display) -> Error {
     Error::Render {
         role: role.as_str().to_string(),
@@ -79,12 +90,10 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
     use contract::egress::{
         AuthConfig, Detectors, DlpConfig, EgressConfig, OnMatch, RouteConfig, RouteDlpConfig,
     };
-    let listen = addr(plan, Role::Egress, NetworkRole::Internal)
-        .map(|a| format!("{a}:3128"))
-        .unwrap_or_else(|| "0.0.0.0:3128".into());
+    let listen = listen(plan, Role::Egress, NetworkRole::Internal);
     // git-gate's tunnels are served on egress's gate address alone.
-    let gate_listen = addr(plan, Role::Egress, NetworkRole::Gate).map(|a| format!("{a}:3128"));
-    let cred_proxy = addr(plan, Role::CredProxy, NetworkRole::Broker).map(|a| format!("{a}:9099"));
+    let gate_listen = socket(plan, Role::Egress, NetworkRole::Gate);
+    let cred_proxy = socket(plan, Role::CredProxy, NetworkRole::Broker);
     let mut needs_holds = false;
     let routes = plan
         .routes
@@ -163,9 +172,7 @@ fn render_egress(plan: &Plan, secrets: Option<&RenderSecrets>) -> Result<String,
 
 fn render_cred_proxy(plan: &Plan) -> Result<String, Error> {
     use contract::cred_proxy::{Config, RawRoute, Route};
-    let listen = addr(plan, Role::CredProxy, NetworkRole::Broker)
-        .map(|a| format!("{a}:9099"))
-        .unwrap_or_else(|| "0.0.0.0:9099".into());
+    let listen = listen(plan, Role::CredProxy, NetworkRole::Broker);
     let mut routes = Vec::new();
     for r in plan.routes.iter().filter(|r| r.auth.is_some()) {
         let a = r.auth.as_ref().expect("filtered");
@@ -211,12 +218,9 @@ fn render_git_gate(plan: &Plan) -> Result<String, Error> {
         upstream_proxy: String,
         remote: Vec<Remote<'a>>,
     }
-    let listen = addr(plan, Role::GitGate, NetworkRole::Internal)
-        .map(|a| format!("{a}:9418"))
-        .unwrap_or_else(|| "0.0.0.0:9418".into());
+    let listen = listen(plan, Role::GitGate, NetworkRole::Internal);
     // Egress's gate listener: the only place the remotes' tunnels exist.
-    let proxy = addr(plan, Role::Egress, NetworkRole::Gate)
-        .map(|a| format!("{a}:3128"))
+    let proxy = socket(plan, Role::Egress, NetworkRole::Gate)
         .ok_or_else(|| invalid(Role::GitGate, "egress has no address on the gate network"))?;
     let f = File {
         listen,
@@ -256,9 +260,7 @@ fn render_supervise(plan: &Plan) -> Result<String, Error> {
         proposals_dir: String,
         decisions_dir: String,
     }
-    let listen = addr(plan, Role::Supervise, NetworkRole::Internal)
-        .map(|a| format!("{a}:9100"))
-        .unwrap_or_else(|| "0.0.0.0:9100".into());
+    let listen = listen(plan, Role::Supervise, NetworkRole::Internal);
     let f = File {
         listen,
         bottle_id: &plan.id,

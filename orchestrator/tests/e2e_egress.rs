@@ -612,6 +612,39 @@ fn sigkill_at_several_points_of_bring_up_then_cleanup_leaves_nothing() {
     }
 }
 
+/// The real token is read from the operator's environment at each bring-up
+/// and goes to cred-proxy's env only: no file of the bottle's state dir
+/// (layout, rendered configs, secrets, audit log) may hold it. The
+/// `@@bb-env:VAR@@` markers are what keep it out.
+fn assert_no_token_in_state(th: &TestHome, id: &str, when: &str) {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&state_dir(th, id), &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("layout.json")),
+        "{when}: the state dir has no layout: {files:?}"
+    );
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes
+                .windows(TOKEN_VALUE.len())
+                .any(|w| w == TOKEN_VALUE.as_bytes()),
+            "{when}: {} holds the real token",
+            f.display()
+        );
+    }
+}
+
 fn container_image(id: &str, role: &str) -> String {
     inspect(id, role, "{{.Config.Image}}")
 }
@@ -645,6 +678,7 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
     );
     let o = curl_status(&th, &id, "http://api.example.test/allowed");
     assert_eq!(text(&o.stdout), "200", "{}", text(&o.stderr));
+    assert_no_token_in_state(&th, &id, "after start");
     // Every container has a CPU cap and a bounded log.
     for role in ["agent", "egress", "cred-proxy"] {
         let caps = inspect(
@@ -838,6 +872,7 @@ fn restart_of_egress_keeps_the_agent_and_stop_resume_keeps_the_workspace() {
     assert!(committed.starts_with("bot-bottle/commit-"), "{committed}");
     let o = run(&th, &["stop", &id]);
     assert!(o.status.success(), "stop: {}", text(&o.stderr));
+    assert_no_token_in_state(&th, &id, "after stop");
     assert!(
         !th.leftovers().iter().any(|l| l.starts_with("container")),
         "stop removes the containers"

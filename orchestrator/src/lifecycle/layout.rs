@@ -97,7 +97,11 @@ pub(super) fn env_value(v: &plan::EnvValue) -> EnvValue {
 
 /// The agent's variables bring-up always sets (the plan may set them too).
 pub(super) fn agent_defaults(roles: &[Role]) -> Vec<(String, String)> {
-    let proxy = "http://egress:3128".to_string();
+    let proxy = format!(
+        "http://{}:{}",
+        Role::Egress.alias(),
+        Role::Egress.port().unwrap_or_default()
+    );
     let mut no_proxy = vec!["localhost", "127.0.0.1"];
     if roles.contains(&Role::GitGate) {
         no_proxy.push("git-gate");

@@ -3,8 +3,8 @@
 //! removes anything. Exit code 1 when something required is missing.
 
 use std::path::Path;
-use std::time::Duration;
 
+use crate::docker::Engine;
 use crate::error::Error;
 use crate::images;
 
@@ -68,15 +68,15 @@ pub async fn checks() -> Vec<Check> {
     let mut out = Vec::new();
     let host = std::env::var("DOCKER_HOST")
         .unwrap_or_else(|_| "unix:///var/run/docker.sock (default)".into());
-    let docker = match images::connect_engine().await {
-        Ok(d) => {
+    let engine = match Engine::connect().await {
+        Ok(e) => {
             out.push(check(
                 "engine",
                 Status::Ok,
                 format!("reachable at {host}"),
                 None,
             ));
-            Some(d)
+            e
         }
         Err(e) => {
             out.push(check(
@@ -85,35 +85,16 @@ pub async fn checks() -> Vec<Check> {
                 format!("not reachable at {host}: {e}"),
                 Some("start the Docker daemon (`systemctl start docker`), or point DOCKER_HOST at a running engine (Podman: unix:///run/podman/podman.sock)"),
             ));
-            None
+            out.extend(local_checks(None));
+            return out;
         }
     };
-    let Some(docker) = docker else {
-        out.extend(local_checks(None));
-        return out;
-    };
-
-    let version = tokio::time::timeout(Duration::from_secs(5), docker.version())
-        .await
-        .ok()
-        .and_then(|r| r.ok());
-    let info = tokio::time::timeout(Duration::from_secs(5), docker.info())
-        .await
-        .ok()
-        .and_then(|r| r.ok());
-    let v = version
-        .as_ref()
-        .and_then(|v| v.version.clone())
-        .unwrap_or_else(|| "unknown".into());
-    let api = version
-        .as_ref()
-        .and_then(|v| v.api_version.clone())
-        .unwrap_or_else(|| "?".into());
-    let major: u32 = v
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+    // An engine that answers the connection but not these is still
+    // reported: with an unknown version.
+    let info = engine.probe().await.ok().unwrap_or_default();
+    let v = info.version.clone().unwrap_or_else(|| "unknown".into());
+    let api = info.api_version.clone().unwrap_or_else(|| "?".into());
+    let major = info.major;
     let (mode, why) = isolation_mode(major);
     out.push(check(
         "engine version",
@@ -133,10 +114,7 @@ pub async fn checks() -> Vec<Check> {
             Some("upgrade to Docker Engine >= 26 (>= 28 recommended); egress never resolves names that match no route"),
         ));
     }
-    let runsc = info
-        .as_ref()
-        .and_then(|i| i.runtimes.as_ref())
-        .is_some_and(|r| r.contains_key("runsc"));
+    let runsc = info.runsc;
     out.push(if runsc {
         check("runsc", Status::Ok, "gVisor (runsc) is registered: agents run under it", None)
     } else {
@@ -148,18 +126,27 @@ pub async fn checks() -> Vec<Check> {
         )
     });
 
+    out.extend(image_checks(&engine).await);
+    let root = info.root_dir.clone();
+    out.extend(local_checks(root.as_deref()));
+    out
+}
+
+/// The images bottles need: the base (required), test-agent, the sidecars.
+async fn image_checks(engine: &Engine) -> Vec<Check> {
+    let mut out = Vec::new();
     let base = images::base_image();
-    out.push(match docker.inspect_image(&base).await {
-        Ok(_) => check("base image", Status::Ok, format!("{base} present"), None),
-        Err(_) => check("base image", Status::Fail, format!("{base} is missing"), Some("sudo images/bootstrap-base.sh (debootstrap from Debian packages; no registry needed)")),
+    out.push(match engine.image_exists(&base).await {
+        Ok(true) => check("base image", Status::Ok, format!("{base} present"), None),
+        Ok(false) | Err(_) => check("base image", Status::Fail, format!("{base} is missing"), Some("sudo images/bootstrap-base.sh (debootstrap from Debian packages; no registry needed)")),
     });
     let test_agent =
         images::planned_tag("test-agent").unwrap_or_else(|_| "bot-bottle/test-agent:latest".into());
-    let present = docker.inspect_image(&test_agent).await.is_ok()
-        || docker
-            .inspect_image("bot-bottle/test-agent:latest")
+    let present = engine.image_exists(&test_agent).await.unwrap_or(false)
+        || engine
+            .image_exists("bot-bottle/test-agent:latest")
             .await
-            .is_ok();
+            .unwrap_or(false);
     out.push(if present {
         check(
             "test-agent image",
@@ -177,7 +164,7 @@ pub async fn checks() -> Vec<Check> {
     });
     for name in images::BINARY_IMAGES {
         match images::planned_tag(name) {
-            Ok(tag) => out.push(if docker.inspect_image(&tag).await.is_ok() {
+            Ok(tag) => out.push(if engine.image_exists(&tag).await.unwrap_or(false) {
                 check(
                     &format!("{name} image"),
                     Status::Ok,
@@ -206,8 +193,6 @@ pub async fn checks() -> Vec<Check> {
             )),
         }
     }
-    let root = info.as_ref().and_then(|i| i.docker_root_dir.clone());
-    out.extend(local_checks(root.as_deref()));
     out
 }
 

@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
-use std::time::Duration;
 
 use crate::cli::{Format, StartArgs};
 use crate::error::{Error, Problem};
@@ -16,32 +15,19 @@ use crate::plan::{self, EngineProbe, EnvValue, ImageSource, Plan, PlanOptions};
 
 /// Ask the engine (read-only) for its version and whether it offers runsc.
 pub async fn probe_engine() -> EngineProbe {
-    let docker = match crate::images::connect_engine().await {
-        Ok(d) => d,
-        Err(e) => {
-            return EngineProbe {
-                version: None,
-                unreachable: Some(e.to_string()),
-                runsc: false,
-            }
-        }
+    let probed = match crate::docker::Engine::connect().await {
+        Ok(engine) => engine.probe().await,
+        Err(e) => Err(e),
     };
-    let version = tokio::time::timeout(Duration::from_secs(5), docker.version()).await;
-    let info = tokio::time::timeout(Duration::from_secs(5), docker.info()).await;
-    match (version, info) {
-        (Ok(Ok(v)), Ok(Ok(i))) => EngineProbe {
-            version: v.version,
+    match probed {
+        Ok(info) => EngineProbe {
+            version: info.version,
             unreachable: None,
-            runsc: i.runtimes.is_some_and(|r| r.contains_key("runsc")),
+            runsc: info.runsc,
         },
-        (Ok(Err(e)), _) | (_, Ok(Err(e))) => EngineProbe {
+        Err(e) => EngineProbe {
             version: None,
             unreachable: Some(e.to_string()),
-            runsc: false,
-        },
-        _ => EngineProbe {
-            version: None,
-            unreachable: Some("no answer within 5 s".into()),
             runsc: false,
         },
     }

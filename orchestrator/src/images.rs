@@ -1,23 +1,24 @@
-//! Images of bot-bottle, built through the Docker Engine API with no registry:
-//! the Dockerfiles of `images/` are embedded in the binary at compile time, the
-//! build context (Dockerfile + the sidecar's static release binary) is a tar
-//! made in process, the classic builder runs it (no BuildKit frontend to pull),
-//! and the tag is a hash of that content, so an unchanged image is never
-//! rebuilt. Every image starts `FROM scratch` or from the local base image,
-//! which `images/bootstrap-base.sh` makes; nothing is ever pulled.
+//! The catalog of bot-bottle's images: their names, the Dockerfiles of
+//! `images/` (embedded in the binary at compile time), the build context
+//! (Dockerfile + the sidecar's static release binary, a tar made in process),
+//! the tag (a hash of that content, so an unchanged image is never rebuilt)
+//! and which image a plan's roles use. Every image starts `FROM scratch` or
+//! from the local base image, which `images/bootstrap-base.sh` makes.
+//!
+//! It never talks to the engine itself: existence checks, builds and tags go
+//! through the Docker gateway (`docker::Engine`), which never pulls.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
-use bollard::Docker;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{ImagesArgs, ImagesCommand};
+use crate::docker::Engine;
 use crate::error::Error;
+use crate::plan::{ImageSource, Plan};
+use crate::progress::{Progress, StderrProgress};
 
 include!(concat!(env!("OUT_DIR"), "/dockerfiles.rs"));
 
@@ -237,156 +238,48 @@ pub fn dockerfile_tag(agent: &str, path: &Path) -> Result<String, Error> {
     ))
 }
 
-/// Connect to the engine (`DOCKER_HOST` honoured) and agree on an API version.
-pub async fn connect_engine() -> Result<Docker, Error> {
-    let docker = Docker::connect_with_defaults().map_err(|e| Error::EngineUnreachable {
-        detail: e.to_string(),
-    })?;
-    match tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version()).await {
-        Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(Error::EngineUnreachable {
-            detail: e.to_string(),
-        }),
-        Err(_) => Err(Error::EngineUnreachable {
-            detail: "no answer within 5 s".into(),
-        }),
-    }
-}
-
-/// How a build reports what it does.
-pub trait BuildProgress: Send + Sync {
-    fn line(&self, image: &str, text: &str);
-}
-
-/// Progress on stderr, prefixed with the image name.
-#[derive(Debug, Default)]
-pub struct StderrProgress {
-    pub quiet: bool,
-}
-
-impl BuildProgress for StderrProgress {
-    fn line(&self, image: &str, text: &str) {
-        if !self.quiet {
-            let t = text.trim_end();
-            if !t.is_empty() {
-                eprintln!("[{image}] {t}");
-            }
-        }
-    }
-}
-
-async fn image_exists(docker: &Docker, reference: &str) -> Result<bool, Error> {
-    match docker.inspect_image(reference).await {
-        Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(false),
-        Err(e) => Err(Error::docker(format!("inspect image {reference}"), e)),
-    }
-}
-
 /// Make sure each named image exists, building those that do not; returns
 /// name → tag. Unchanged images (same content hash) are not rebuilt.
 pub async fn ensure_images(
-    docker: &Docker,
+    engine: &Engine,
     names: &[&str],
-    progress: &dyn BuildProgress,
+    progress: &dyn Progress,
 ) -> Result<BTreeMap<String, String>, Error> {
     let mut out = BTreeMap::new();
     for name in names {
         let ctx = Context::load(name)?;
         let tag = ctx.tag();
-        if image_exists(docker, &tag).await? {
-            progress.line(name, &format!("{tag} is up to date"));
+        if engine.image_exists(&tag).await? {
+            progress.build_line(name, &format!("{tag} is up to date"));
         } else {
-            build(docker, &ctx, &tag, progress).await?;
+            build(engine, &ctx, &tag, progress).await?;
         }
         // A moving `latest` for people and fixtures; the hash tag is what bottles run.
         let (repo, _) = tag.rsplit_once(':').expect("tag has a colon");
-        docker
-            .tag_image(
-                &tag,
-                Some(
-                    TagImageOptionsBuilder::default()
-                        .repo(repo)
-                        .tag("latest")
-                        .build(),
-                ),
-            )
-            .await
-            .map_err(|e| Error::docker(format!("tag {tag} as latest"), e))?;
+        engine.tag_image(&tag, repo, "latest").await?;
         out.insert(name.to_string(), tag);
     }
     Ok(out)
 }
 
 async fn build(
-    docker: &Docker,
+    engine: &Engine,
     ctx: &Context,
     tag: &str,
-    progress: &dyn BuildProgress,
+    progress: &dyn Progress,
 ) -> Result<(), Error> {
-    if ctx.uses_base() && !image_exists(docker, &ctx.base).await? {
+    if ctx.uses_base() && !engine.image_exists(&ctx.base).await? {
         return Err(Error::BaseImageMissing {
             image: ctx.base.clone(),
         });
     }
-    progress.line(&ctx.name, &format!("building {tag}"));
-    let tar = ctx.tar()?;
-    let mut labels = HashMap::new();
-    labels.insert(LABEL_IMAGE.to_string(), ctx.name.clone());
-    let mut args = HashMap::new();
-    args.insert("BASE".to_string(), ctx.base.clone());
-    let opts = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .buildargs(&args)
-        .labels(&labels)
-        .version(BuilderVersion::BuilderV1)
-        .build();
-    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
-    let mut last = String::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(d) = info.error_detail.and_then(|d| d.message) {
-                    return Err(Error::Build {
-                        name: ctx.name.clone(),
-                        detail: d,
-                    });
-                }
-                if let Some(s) = info.stream {
-                    last = s.trim_end().to_string();
-                    progress.line(&ctx.name, &s);
-                } else if let Some(s) = info.status {
-                    progress.line(&ctx.name, &s);
-                }
-            }
-            Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(Error::Build {
-                    name: ctx.name.clone(),
-                    detail: error,
-                });
-            }
-            Err(e) => {
-                return Err(Error::Build {
-                    name: ctx.name.clone(),
-                    detail: format!("{e} (last output: {last})"),
-                })
-            }
-        }
-    }
-    if !image_exists(docker, tag).await? {
-        return Err(Error::Build {
-            name: ctx.name.clone(),
-            detail: format!(
-                "the engine reported no error but {tag} does not exist (last output: {last})"
-            ),
-        });
-    }
-    progress.line(&ctx.name, &format!("built {tag}"));
+    progress.build_line(&ctx.name, &format!("building {tag}"));
+    let labels = HashMap::from([(LABEL_IMAGE.to_string(), ctx.name.clone())]);
+    let args = HashMap::from([("BASE".to_string(), ctx.base.clone())]);
+    engine
+        .build_image(&ctx.name, tag, ctx.tar()?, &args, &labels, progress)
+        .await?;
+    progress.build_line(&ctx.name, &format!("built {tag}"));
     Ok(())
 }
 
@@ -394,13 +287,13 @@ async fn build(
 /// under `tag` (see [`dockerfile_tag`]). The context holds only that Dockerfile:
 /// nothing else of the operator's files reaches the build.
 pub async fn ensure_dockerfile_image(
-    docker: &Docker,
+    engine: &Engine,
     tag: &str,
     path: &Path,
-    progress: &dyn BuildProgress,
+    progress: &dyn Progress,
 ) -> Result<(), Error> {
-    if image_exists(docker, tag).await? {
-        progress.line("agent", &format!("{tag} is up to date"));
+    if engine.image_exists(tag).await? {
+        progress.build_line("agent", &format!("{tag} is up to date"));
         return Ok(());
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -410,28 +303,31 @@ pub async fn ensure_dockerfile_image(
         binary: None,
         base: base_image(),
     };
-    build(docker, &ctx, tag, progress).await
+    build(engine, &ctx, tag, progress).await
+}
+
+/// The image each role of a plan runs, with where it comes from (sidecars
+/// first, then the agent).
+pub fn plan_images(plan: &Plan) -> impl Iterator<Item = (&String, &ImageSource)> {
+    plan.sidecars
+        .iter()
+        .map(|s| (&s.image, &s.image_source))
+        .chain(std::iter::once((
+            &plan.agent_container.image,
+            &plan.agent_container.image_source,
+        )))
 }
 
 /// Make every image a plan names exist: built-in ones by content hash, the
 /// agent's own Dockerfile, and overrides (which must already exist: nothing
 /// is ever pulled).
 pub async fn ensure_plan_images(
-    docker: &Docker,
-    plan: &crate::plan::Plan,
-    progress: &dyn BuildProgress,
+    engine: &Engine,
+    plan: &Plan,
+    progress: &dyn Progress,
 ) -> Result<(), Error> {
-    use crate::plan::ImageSource;
-    let sources = plan
-        .sidecars
-        .iter()
-        .map(|s| (&s.image, &s.image_source))
-        .chain(std::iter::once((
-            &plan.agent_container.image,
-            &plan.agent_container.image_source,
-        )));
     let mut builtin: Vec<&str> = Vec::new();
-    for (image, src) in sources {
+    for (image, src) in plan_images(plan) {
         match src {
             ImageSource::Builtin { name } => {
                 if !builtin.contains(&name.as_str()) {
@@ -439,10 +335,10 @@ pub async fn ensure_plan_images(
                 }
             }
             ImageSource::Dockerfile { path } => {
-                ensure_dockerfile_image(docker, image, path, progress).await?
+                ensure_dockerfile_image(engine, image, path, progress).await?
             }
             ImageSource::Override { image } => {
-                if !image_exists(docker, image).await? {
+                if !engine.image_exists(image).await? {
                     return Err(Error::Build {
                         name: image.clone(),
                         detail: "this image does not exist in the engine, and bot-bottle never pulls: build or load it first".into(),
@@ -451,16 +347,9 @@ pub async fn ensure_plan_images(
             }
         }
     }
-    let tags = ensure_images(docker, &builtin, progress).await?;
+    let tags = ensure_images(engine, &builtin, progress).await?;
     for (name, tag) in tags {
-        let planned = plan
-            .sidecars
-            .iter()
-            .map(|s| (&s.image, &s.image_source))
-            .chain(std::iter::once((
-                &plan.agent_container.image,
-                &plan.agent_container.image_source,
-            )))
+        let planned = plan_images(plan)
             .find(|(_, src)| matches!(src, ImageSource::Builtin { name: n } if *n == name))
             .map(|(i, _)| i.clone());
         if planned.as_deref() != Some(tag.as_str()) {
@@ -494,9 +383,10 @@ pub async fn run_cli(args: &ImagesArgs) -> Result<u8, Error> {
             }
         }
     }
-    let docker = connect_engine().await?;
+    let engine = Engine::connect().await?;
+    let progress = StderrProgress::default();
     if names.len() == 1 {
-        for (name, tag) in ensure_images(&docker, &names, &StderrProgress::default()).await? {
+        for (name, tag) in ensure_images(&engine, &names, &progress).await? {
             println!("{name}\t{tag}");
         }
         return Ok(0);
@@ -504,7 +394,7 @@ pub async fn run_cli(args: &ImagesArgs) -> Result<u8, Error> {
     // Several images: one failure (say a binary not built yet) does not stop the others.
     let mut failed = Vec::new();
     for name in names {
-        match ensure_images(&docker, &[name], &StderrProgress::default()).await {
+        match ensure_images(&engine, &[name], &progress).await {
             Ok(tags) => {
                 for (name, tag) in tags {
                     println!("{name}\t{tag}");

@@ -18,6 +18,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod manifest;
 pub mod plan;
+pub mod progress;
 pub mod provision;
 pub mod render;
 pub mod state;

@@ -4,12 +4,18 @@
 
 use std::process::Command;
 
-use orchestrator::images::{self, BuildProgress};
+use orchestrator::docker::Engine;
+use orchestrator::images;
+use orchestrator::progress::Progress;
 
 #[derive(Default)]
 struct Quiet(std::sync::Mutex<Vec<String>>);
-impl BuildProgress for Quiet {
-    fn line(&self, image: &str, text: &str) {
+impl Progress for Quiet {
+    fn step(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_string());
+    }
+
+    fn build_line(&self, image: &str, text: &str) {
         eprintln!("[{image}] {}", text.trim_end());
         self.0.lock().unwrap().push(text.to_string());
     }
@@ -25,9 +31,9 @@ fn ci() -> bool {
 
 /// The engine with the local base image, or None (a printed skip) without
 /// them; with CI=true a failure.
-async fn engine_with_base_or_skip() -> Option<bollard::Docker> {
+async fn engine_with_base_or_skip() -> Option<Engine> {
     let docker = engine_or_skip().await?;
-    if docker.inspect_image(&images::base_image()).await.is_err() {
+    if !docker.image_exists(&images::base_image()).await.unwrap() {
         let msg = format!(
             "base image {} missing: run sudo images/bootstrap-base.sh",
             images::base_image()
@@ -40,9 +46,9 @@ async fn engine_with_base_or_skip() -> Option<bollard::Docker> {
 }
 
 /// The engine, or None (a printed skip) without one; with CI=true a failure.
-async fn engine_or_skip() -> Option<bollard::Docker> {
+async fn engine_or_skip() -> Option<Engine> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match images::connect_engine().await {
+    match Engine::connect().await {
         Ok(d) => Some(d),
         Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),
         Err(e) => {
@@ -50,6 +56,16 @@ async fn engine_or_skip() -> Option<bollard::Docker> {
             None
         }
     }
+}
+
+/// The engine's id of an image.
+fn image_id(tag: &str) -> String {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", tag])
+        .output()
+        .expect("docker CLI runs");
+    assert!(out.status.success(), "{tag} exists");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Removes the test's container even when an assertion fails.
@@ -87,12 +103,12 @@ async fn builds_test_agent_and_runs_id_in_it() {
     );
 
     // A second call finds the image by its content hash and does not rebuild.
-    let before = docker.inspect_image(&tag).await.unwrap().id;
+    let before = image_id(&tag);
     let again = images::ensure_images(&docker, &["test-agent"], &Quiet::default())
         .await
         .unwrap();
     assert_eq!(again["test-agent"], tag);
-    assert_eq!(docker.inspect_image(&tag).await.unwrap().id, before);
+    assert_eq!(image_id(&tag), before);
 
     // Another base (an alias of the same image) changes the content hash: a real
     // build through the classic builder, with its progress reported.

@@ -20,6 +20,9 @@ use crate::plan::Plan;
 use crate::provision::{self, Secrets};
 use crate::state::{Metadata, StateDir};
 
+#[cfg(test)]
+mod undo_tests;
+
 // ---------------------------------------------------------------------------
 // Bring-up
 
@@ -142,20 +145,16 @@ pub(super) struct Provision<'a> {
     cwd: Option<&'a std::path::Path>,
 }
 
-/// Brings a layout up; on error or cancel, everything recorded in `undo` is
-/// the caller's to remove.
-pub(super) async fn bring_up<B: Backend<Error = Error>>(
+/// Creates the layout's domains in parallel: each takes a free range (a
+/// clash between them is retried by the backend like one with another
+/// bottle). Every one created is in `undo`, also when another one failed.
+async fn create_domains<B: Backend<Error = Error>>(
     backend: &B,
     layout: &BottleLayout,
-    secrets: &Secrets,
-    provision: Provision<'_>,
-    cancel: &CancellationToken,
     progress: &dyn Progress,
     undo: &mut Vec<Resource>,
-) -> Result<Running, Error> {
+) -> Result<Vec<DomainInfo>, Error> {
     let id = &layout.id;
-    // Domains in parallel: each takes a free range (a clash between them is
-    // retried by the backend like one with another bottle).
     let wanted = layout.domains();
     let creates = wanted.iter().map(|d| {
         let preferred = layout.preferred_ranges.get(d.as_str()).map(String::as_str);
@@ -187,6 +186,22 @@ pub(super) async fn bring_up<B: Backend<Error = Error>>(
     if let Some(e) = first_err {
         return Err(e);
     }
+    Ok(domains)
+}
+
+/// Brings a layout up; on error or cancel, everything recorded in `undo` is
+/// the caller's to remove.
+pub(super) async fn bring_up<B: Backend<Error = Error>>(
+    backend: &B,
+    layout: &BottleLayout,
+    secrets: &Secrets,
+    provision: Provision<'_>,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+    undo: &mut Vec<Resource>,
+) -> Result<Running, Error> {
+    let id = &layout.id;
+    let domains = create_domains(backend, layout, progress, undo).await?;
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
@@ -323,6 +338,33 @@ pub(super) async fn provision_files<B: Backend<Error = Error>>(
     let (bundle_dir, bundle_name) = split_path(provision::AGENT_BUNDLE);
     let ca_files = [provision::file(ca_name, secrets.ca_cert_pem.clone(), 0o644)];
     let bundle_files = [provision::file(bundle_name, combined, 0o644)];
+    let home_files = home_files(setup)?;
+    let (a, b, c) = cancellable(cancel, async {
+        Ok(futures_util::future::join3(
+            backend.put_files(id, Role::Agent, ca_dir, 0, &ca_files),
+            backend.put_files(id, Role::Agent, bundle_dir, 0, &bundle_files),
+            backend.put_files(id, Role::Agent, &setup.home, uid, &home_files),
+        )
+        .await)
+    })
+    .await?;
+    a?;
+    b?;
+    c?;
+    if let Some(cwd) = cwd {
+        let tar = crate::workspace::tar_of(cwd, uid)?;
+        let files = untar_specs(&tar)?;
+        cancellable(
+            cancel,
+            backend.put_files(id, Role::Agent, &setup.workdir, uid, &files),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The agent's home: git identity, prompt, the provider's settings, skills.
+fn home_files(setup: &AgentSetup) -> Result<Vec<FileSpec>, Error> {
     let mut home_files = vec![provision::file(
         ".gitconfig",
         provision::gitconfig(
@@ -379,28 +421,7 @@ pub(super) async fn provision_files<B: Backend<Error = Error>>(
             ));
         }
     }
-    let (a, b, c) = cancellable(cancel, async {
-        Ok(futures_util::future::join3(
-            backend.put_files(id, Role::Agent, ca_dir, 0, &ca_files),
-            backend.put_files(id, Role::Agent, bundle_dir, 0, &bundle_files),
-            backend.put_files(id, Role::Agent, &setup.home, uid, &home_files),
-        )
-        .await)
-    })
-    .await?;
-    a?;
-    b?;
-    c?;
-    if let Some(cwd) = cwd {
-        let tar = crate::workspace::tar_of(cwd, uid)?;
-        let files = untar_specs(&tar)?;
-        cancellable(
-            cancel,
-            backend.put_files(id, Role::Agent, &setup.workdir, uid, &files),
-        )
-        .await?;
-    }
-    Ok(())
+    Ok(home_files)
 }
 
 /// Registers supervise with Codex, whose CLI keeps its own MCP list (Claude
@@ -510,6 +531,46 @@ pub async fn connect(home: &Home) -> Result<DockerBackend, Error> {
     DockerBackend::connect(&home.hash()).await
 }
 
+/// Brings `layout` up, records where its domains are and waits for its
+/// sidecars; on any error or cancel, removes what was created (and what a
+/// create still in flight made, found by labels) before returning the error.
+/// `keep_workspace`: the workspace volume predates this bring-up (`resume`).
+// The arguments are the bring-up's inputs and its two ways out (undo,
+// cancel); bundling them would only hide which one a caller passes.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn bring_up_or_undo<B: Backend<Error = Error>>(
+    backend: &B,
+    layout: &BottleLayout,
+    secrets: &Secrets,
+    provision: Provision<'_>,
+    state: &StateDir,
+    keep_workspace: bool,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    let mut undo = Vec::new();
+    let up = async {
+        let running = bring_up(
+            backend, layout, secrets, provision, cancel, progress, &mut undo,
+        )
+        .await?;
+        state.write_private(
+            "running.json",
+            &serde_json::to_vec(&running).map_err(|e| Error::Invalid {
+                what: e.to_string(),
+            })?,
+        )?;
+        wait_sidecars(backend, layout, cancel, progress).await
+    }
+    .await;
+    if let Err(e) = up {
+        progress.step("bring-up failed: removing what was created");
+        let _ = unwind(backend, &layout.id, undo, keep_workspace).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Brings a bottle up from its plan (state dir, secrets, networks, sidecars,
 /// agent, provisioning). Any failure or cancel removes everything again.
 pub async fn bring_up_plan(
@@ -559,25 +620,12 @@ pub async fn bring_up_plan(
             return Err(e);
         }
     };
-    let mut undo = Vec::new();
-    let up = async {
-        let provision = Provision { setup: &setup, cwd };
-        let running = bring_up(
-            &backend, &layout, &secrets, provision, cancel, progress, &mut undo,
-        )
-        .await?;
-        state.write_private(
-            "running.json",
-            &serde_json::to_vec(&running).map_err(|e| Error::Invalid {
-                what: e.to_string(),
-            })?,
-        )?;
-        wait_sidecars(&backend, &layout, cancel, progress).await
-    }
+    let provision = Provision { setup: &setup, cwd };
+    let up = bring_up_or_undo(
+        &backend, &layout, &secrets, provision, &state, false, cancel, progress,
+    )
     .await;
     if let Err(e) = up {
-        progress.step("bring-up failed: removing what was created");
-        let _ = unwind(&backend, &plan.id, undo, false).await;
         let _ = state.remove();
         return Err(e);
     }
@@ -607,33 +655,19 @@ pub async fn bring_back(
         agent.image = img.clone();
     }
     progress.step(&format!("resuming {id}"));
-    let mut undo = Vec::new();
-    let up = async {
-        let running = bring_up(
-            &bottle.backend,
-            &layout,
-            &secrets,
-            Provision {
-                setup: &bottle.setup,
-                cwd: None,
-            },
-            cancel,
-            progress,
-            &mut undo,
-        )
-        .await?;
-        bottle.state.write_private(
-            "running.json",
-            &serde_json::to_vec(&running).map_err(|e| Error::Invalid {
-                what: e.to_string(),
-            })?,
-        )?;
-        wait_sidecars(&bottle.backend, &layout, cancel, progress).await
-    }
-    .await;
-    if let Err(e) = up {
-        let _ = unwind(&bottle.backend, id, undo, true).await;
-        return Err(e);
-    }
-    Ok(())
+    let provision = Provision {
+        setup: &bottle.setup,
+        cwd: None,
+    };
+    bring_up_or_undo(
+        &bottle.backend,
+        &layout,
+        &secrets,
+        provision,
+        &bottle.state,
+        true,
+        cancel,
+        progress,
+    )
+    .await
 }

@@ -17,47 +17,12 @@ mod layout;
 mod logs;
 
 pub use crate::error::Error;
+pub use crate::progress::{Progress, Quiet, StderrProgress};
 pub use bottle::*;
 pub use bring_up::*;
 pub use commands::*;
 pub use layout::*;
 pub use logs::*;
-
-/// How `start`/`resume` report progress (stderr for people, nothing for programs).
-pub trait Progress: Send + Sync {
-    fn step(&self, message: &str);
-}
-
-/// Progress lines on stderr, with the time since the command started.
-#[derive(Debug)]
-pub struct StderrProgress {
-    started: std::time::Instant,
-}
-
-impl Default for StderrProgress {
-    fn default() -> Self {
-        StderrProgress {
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-impl Progress for StderrProgress {
-    fn step(&self, message: &str) {
-        eprintln!(
-            "bot-bottle: [{:5.2}s] {message}",
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-}
-
-/// No progress output.
-#[derive(Debug, Default)]
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn step(&self, _message: &str) {}
-}
 
 /// Cancels `token` on Ctrl-C or SIGTERM; the returned task ends with the token.
 pub fn cancel_on_signals(token: CancellationToken) -> tokio::task::JoinHandle<()> {

@@ -19,15 +19,9 @@ fn cli_home() -> Result<Home, Error> {
 
 /// Makes every image the plan names exist (built-in ones by content hash,
 /// the agent's own Dockerfile, overrides checked): nothing is ever pulled.
-async fn ensure_plan_images(plan: &Plan) -> Result<(), Error> {
-    let docker = orchestrator::images::connect_engine().await?;
-    orchestrator::images::ensure_plan_images(
-        &docker,
-        plan,
-        &orchestrator::images::StderrProgress { quiet: false },
-    )
-    .await?;
-    Ok(())
+async fn ensure_plan_images(plan: &Plan, progress: &dyn Progress) -> Result<(), Error> {
+    let engine = orchestrator::docker::Engine::connect().await?;
+    orchestrator::images::ensure_plan_images(&engine, plan, progress).await
 }
 
 /// `orchestrator start AGENT [...]` (not `--dry-run`).
@@ -44,7 +38,7 @@ pub async fn start(args: &orchestrator::cli::StartArgs) -> Result<u8, Error> {
         eprintln!("bot-bottle: not started");
         return Ok(1);
     }
-    ensure_plan_images(&plan).await?;
+    ensure_plan_images(&plan, &progress).await?;
     let opts = StartOptions {
         command: args.command.clone(),
         keep: args.keep,

@@ -15,6 +15,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+pub mod fake;
+
 /// Labels carried by every object a backend creates.
 pub use crate::plan::{LABEL_HOME, LABEL_ID, LABEL_ROLE};
 

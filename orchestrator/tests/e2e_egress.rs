@@ -180,13 +180,17 @@ impl Internet {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert!(st.success());
-        Internet {
+        // Built before waiting, so a failed wait still removes the container.
+        let internet = Internet {
             net,
             container,
             subnet,
             ca_pem,
-        }
+        };
+        assert!(st.success(), "starting the test internet's upstream");
+        wait_listening(&internet.container, 80, "the test internet's HTTP upstream");
+        wait_listening(&internet.container, 443, "the test internet's TLS upstream");
+        internet
     }
 
     fn ip(&self) -> String {

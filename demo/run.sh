@@ -20,7 +20,9 @@ NET=bb-demo-internet
 SUBNET=10.214.0.0/24
 UPSTREAM=bb-demo-upstream
 LABEL=dev.bot-bottle.demo=1
-BIN="$ROOT/target/x86_64-unknown-linux-gnu/release"
+# cargo puts the binaries under CARGO_TARGET_DIR when it is set (relative to
+# the checkout, where this script runs).
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release"
 ORCH="$BIN/orchestrator"
 
 DEMO_HOME="$(mktemp -d /tmp/bot-bottle-demo.XXXXXX)"
@@ -33,11 +35,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# First, so a fresh machine asks for root (debootstrap) before the long build.
+step "base image (built locally once, no registry; installs debootstrap if missing)"
+images/ensure-base.sh
+
 step "building the orchestrator and the sidecar binaries (release, static)"
 cargo build --release -p orchestrator -p egress -p cred-proxy -p git-gate
-
-step "base image (built locally once, no registry)"
-images/ensure-base.sh
 
 step "images (content-hash tags: unchanged images are not rebuilt)"
 "$ORCH" images build --only egress
@@ -63,6 +66,17 @@ else
 fi
 docker run -d --name "$UPSTREAM" --label "$LABEL" --network "$NET" --network-alias api.example.test \
   bot-bottle/base:bookworm sh -c 'mkdir -p /srv && echo "hello from api.example.test" > /srv/allowed && cd /srv && exec python3 -m http.server 80' >/dev/null
+
+# `docker run -d` returns before the server listens: wait for it (30 s at most).
+deadline=$((SECONDS + 30))
+until docker exec "$UPSTREAM" bash -c 'exec 3<>/dev/tcp/127.0.0.1/80' 2>/dev/null; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "error: the demo upstream ($UPSTREAM) is not listening on port 80 after 30 s; its log:" >&2
+    docker logs --tail 20 "$UPSTREAM" >&2 || true
+    exit 1
+  fi
+  sleep 0.1
+done
 
 UP_IP="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$UPSTREAM")"
 

@@ -12,15 +12,6 @@ step() { printf '\n==> %s\n' "$*"; }
 step "base image (debootstrap, no registry needed)"
 images/ensure-base.sh
 
-step "one rustls crypto provider (ring) in the whole tree"
-for other in aws-lc-sys aws-lc-rs; do
-  if cargo tree --workspace -e normal -i "$other" >/dev/null 2>&1; then
-    echo "error: $other is in the dependency tree; bot-bottle links only ring:" >&2
-    cargo tree --workspace -e normal -i "$other" >&2
-    exit 1
-  fi
-done
-
 step "gitleaks' default config (PyPI, in bench/.work): the scanner must load every rule of it"
 python3 -c 'import ensurepip' 2>/dev/null || as_root apt-get install -y python3-venv
 bash bench/scanner/gitleaks-setup.sh >/dev/null

@@ -15,7 +15,8 @@ use crate::error::Error;
 
 /// Variables a git child may keep from the gate's own environment. In
 /// pre-receive the quarantine variables are what make the pushed objects
-/// visible (MACHINE-NOTES); everything else is dropped.
+/// visible (git keeps them in a quarantine directory until the hook accepts the push,
+/// and a child that loses these variables cannot read them); everything else is dropped.
 const KEEP_ENV: &[&str] = &[
     "PATH",
     "HOME",

@@ -157,13 +157,17 @@ impl Internet {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert!(st.success());
-        Internet {
+        // Built before waiting, so a failed wait still removes the container.
+        let internet = Internet {
             net,
             container,
             subnet,
             ca_pem,
-        }
+        };
+        assert!(st.success(), "starting the test internet's upstream");
+        wait_listening(&internet.container, 80, "the test internet's HTTP upstream");
+        wait_listening(&internet.container, 443, "the test internet's TLS upstream");
+        internet
     }
 
     fn ip(&self) -> String {
@@ -338,6 +342,7 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
          echo FORGED=$(curl -s -m 10 -H 'Authorization: Bearer forged' https://auth.example.test/whoami); \
          curl -s -i -m 10 http://other.example.test/ | tr -d '\\r' | grep -i '^x-bottle-block' | sed 's/^/OTHER: /'; \
          echo OTHER_CODE=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://other.example.test/); \
+         curl -s -m 10 http://other.example.test/ | sed 's/^/OTHER-BODY: /'; \
          curl -s -m 5 --noproxy '*' -o /dev/null http://{ip}/allowed && echo DIRECT=reached || echo DIRECT=refused; \
          curl -s -m 3 --noproxy '*' -o /dev/null http://cred-proxy:9099/ && echo CREDPROXY=reached || echo CREDPROXY=refused; \
          echo CREDPROXY_VIA_EGRESS=$(curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://cred-proxy:9099/); \
@@ -443,6 +448,13 @@ fn agent_gets_allowed_routes_only_and_never_a_real_token() {
             .contains("other: x-bottle-block: route"),
         "refusal text: {out}"
     );
+    // This bottle has no supervise sidecar: the refusal the agent reads
+    // sends it to the operator and names no tool it could call.
+    assert!(
+        out.contains("OTHER-BODY: If you need this access, tell the operator"),
+        "refusal body: {out}"
+    );
+    assert!(!out.contains("request_egress_route"), "refusal body: {out}");
     assert!(
         out.contains("DIRECT=refused"),
         "a direct connection must fail: {out}"

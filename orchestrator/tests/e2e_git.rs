@@ -155,9 +155,9 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
         .status()
         .unwrap();
     assert!(st.success());
-    // The host key is printed at start.
-    let mut host_key = String::new();
-    for _ in 0..100 {
+    // The host key is printed at start, before sshd listens.
+    let deadline = std::time::Instant::now() + LISTEN_DEADLINE;
+    let host_key = loop {
         let o = Command::new("docker")
             .args(["logs", &up.container])
             .output()
@@ -167,12 +167,18 @@ fn agent_pushes_through_the_gate_only_what_policy_allows() {
             .chain(text(&o.stderr).lines())
             .find(|l| l.starts_with("HOSTKEY "))
         {
-            host_key = l.trim_start_matches("HOSTKEY ").trim().to_string();
-            break;
+            break l.trim_start_matches("HOSTKEY ").trim().to_string();
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream sshd printed no host key within {} s: {}{}",
+            LISTEN_DEADLINE.as_secs(),
+            text(&o.stdout),
+            text(&o.stderr)
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(!host_key.is_empty(), "upstream sshd printed no host key");
+    };
+    wait_listening(&up.container, 22, "the test's upstream sshd");
 
     std::fs::create_dir_all(root.join("agents")).unwrap();
     std::fs::create_dir_all(root.join("bottles")).unwrap();

@@ -47,6 +47,9 @@ async fn agent_reaches_its_sidecar_but_not_the_host_and_teardown_leaves_nothing(
     let bottle = lifecycle::bring_up_plan(&th.home, &plan, None, &cancel, &Quiet)
         .await
         .expect("bring-up");
+    // The stub has no health check, so bring-up returns once it runs, which
+    // may be before its server listens.
+    wait_listening(&format!("bb-{id}-egress"), 3128, "the stub egress");
 
     // The sidecar is reachable by its name (ExtraHosts) on the internal network.
     let out = bottle

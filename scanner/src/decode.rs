@@ -101,7 +101,7 @@ pub(crate) fn blobs(data: &[u8]) -> Vec<Blob> {
 
 fn run(data: &[u8], start: usize, body_end: usize, end: usize, out: &mut Vec<Blob>) {
     let body = &data[start..body_end];
-    if body.len() % 2 == 0 && body.iter().all(u8::is_ascii_hexdigit) {
+    if body.len().is_multiple_of(2) && body.iter().all(u8::is_ascii_hexdigit) {
         if let Ok(d) = hex::decode(body) {
             if plausible(&d) {
                 out.push(Blob {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use orchestrator::home::Home;
 use orchestrator::plan::{
@@ -39,6 +40,53 @@ pub fn inspect(id: &str, role: &str, format: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// How long a server the tests start may take to listen. Generous: on a
+/// loaded two-core machine a Python server has taken seconds to bind.
+pub const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Returns once something accepts connections on `port` inside `container`
+/// (probed there with bash's `/dev/tcp`, so no route from the host is
+/// assumed); panics after [`LISTEN_DEADLINE`] naming `what`. `docker run -d`
+/// returns when the process starts, not when its server listens.
+pub fn wait_listening(container: &str, port: u16, what: &str) {
+    let deadline = Instant::now() + LISTEN_DEADLINE;
+    loop {
+        let probe = Command::new("docker")
+            .args([
+                "exec",
+                container,
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/127.0.0.1/{port}"),
+            ])
+            .output()
+            .expect("docker CLI runs");
+        if probe.status.success() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let logs = Command::new("docker")
+                .args(["logs", "--tail", "20", container])
+                .output()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_default();
+            panic!(
+                "{what} was not listening on port {port} of {container} after {} s \
+                 (last probe: {})\n--- its last log lines ---\n{logs}",
+                LISTEN_DEADLINE.as_secs(),
+                String::from_utf8_lossy(&probe.stderr).trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Builds a small image from a Dockerfile text (classic builder, no context).

@@ -199,7 +199,16 @@ const NO_DLP: &str = "no DLP";
 /// The summary's text, uncoloured and unescaped.
 fn summary(plan: &Plan) -> String {
     let mut o = String::new();
-    let w = &mut o;
+    bottle_and_agent(&mut o, plan);
+    networks_and_sidecars(&mut o, plan);
+    routes(&mut o, plan);
+    git_remotes(&mut o, plan);
+    tokens_and_notes(&mut o, plan);
+    o
+}
+
+/// The bottle, its agent and the runtime.
+fn bottle_and_agent(w: &mut String, plan: &Plan) {
     let _ = writeln!(
         w,
         "bottle {}  (agent {}, bottle {})",
@@ -240,7 +249,10 @@ fn summary(plan: &Plan) -> String {
             .unwrap_or_default(),
         rt.gateway_isolation
     );
+}
 
+/// The networks and the sidecars on them.
+fn networks_and_sidecars(w: &mut String, plan: &Plan) {
     let _ = writeln!(w, "\nnetworks");
     for n in &plan.networks {
         let _ = writeln!(
@@ -296,7 +308,10 @@ fn summary(plan: &Plan) -> String {
             );
         }
     }
+}
 
+/// What the agent can reach: hosts, then each route with its checks.
+fn routes(w: &mut String, plan: &Plan) {
     let mut hosts: Vec<String> = Vec::new();
     for r in &plan.routes {
         let h = if r.gate_only {
@@ -397,7 +412,10 @@ fn summary(plan: &Plan) -> String {
             );
         }
     }
+}
 
+/// The git remotes, pushed to through git-gate.
+fn git_remotes(w: &mut String, plan: &Plan) {
     if !plan.git.remotes.is_empty() {
         let _ = writeln!(w, "\ngit remotes (through git-gate)");
         if let (Some(n), Some(e)) = (&plan.git.user_name, &plan.git.user_email) {
@@ -426,7 +444,11 @@ fn summary(plan: &Plan) -> String {
             );
         }
     }
+}
 
+/// Tokens by name, forwarded env, then warnings and notes.
+fn tokens_and_notes(w: &mut String, plan: &Plan) {
+    let a = &plan.agent_container;
     let _ = writeln!(w, "\ntokens (by name; values never leave cred-proxy)");
     if plan.tokens.is_empty() {
         let _ = writeln!(w, "  none");
@@ -477,5 +499,4 @@ fn summary(plan: &Plan) -> String {
             let _ = writeln!(w, "  - {x}");
         }
     }
-    o
 }

@@ -187,30 +187,32 @@ pub fn layout_from_plan(
         }),
     )?;
     let plan = &plan;
-    // What the agent itself holds and must not send out: the host variables
-    // forwarded into its environment (never the real tokens, which stay in
-    // cred-proxy).
-    let forwarded: Vec<String> = plan
-        .agent_container
-        .env
+    let planned = planned_addresses(plan);
+    let inputs = SidecarInputs::of(plan, secrets);
+    let mut services = plan
+        .sidecars
         .iter()
-        .filter_map(|e| match &e.value {
-            plan::EnvValue::Host { var } => Some(var.clone()),
-            _ => None,
-        })
+        .map(|s| sidecar_service(s, &inputs, &planned))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let roles: Vec<Role> = std::iter::once(Role::Agent)
+        .chain(plan.sidecars.iter().map(|s| s.role))
         .collect();
-    // Operator files copied into sidecars, by the name they get there.
-    let host_files: BTreeMap<String, PathBuf> = plan
-        .git
-        .remotes
-        .iter()
-        .map(|r| (format!("id_{}", r.name), r.identity_file.clone()))
-        .chain(
-            plan.upstream_ca
-                .iter()
-                .map(|ca| (plan::UPSTREAM_CA_FILE.to_string(), ca.clone())),
-        )
-        .collect();
+    services.push(agent_service(plan, &roles, &planned));
+    let layout = BottleLayout {
+        id: plan.id.clone(),
+        preferred_ranges: plan
+            .networks
+            .iter()
+            .map(|n| (domain_of(n.role).as_str().to_string(), n.subnet.to_string()))
+            .collect(),
+        connections: standard_connections(&roles),
+        services,
+    };
+    Ok((layout, agent_setup(plan)))
+}
+
+/// Every planned address, by the marker that stands for it in configs and env.
+fn planned_addresses(plan: &Plan) -> BTreeMap<Ipv4Addr, String> {
     let mut planned: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     for s in &plan.sidecars {
         for (net, ip) in &s.addresses {
@@ -221,89 +223,137 @@ pub fn layout_from_plan(
         plan.agent_container.address,
         addr_token("internal", Role::Agent),
     );
+    planned
+}
 
-    let mut services = Vec::new();
-    for s in &plan.sidecars {
-        let mut domains: Vec<Domain> = s.addresses.keys().map(|n| domain_of(*n)).collect();
-        // The way-out network last: it is not the one the role is known by.
-        domains.sort_by_key(|d| matches!(d, Domain::Egress));
-        domains.extend(
-            s.attach_networks
-                .iter()
-                .map(|n| Domain::Attached(n.clone())),
-        );
-        let mut files = vec![FileSpec {
-            path: s.config_file.clone(),
-            contents: templatize(&s.config, &planned).into_bytes(),
-            mode: 0o600,
-        }];
-        for (name, what) in &s.files {
-            let Some(contents) = secrets.file_for(name, &forwarded, &host_files) else {
-                return Err(Error::Invalid {
-                    what: format!("{}: don't know how to make /config/{name} ({what})", s.role),
-                });
-            };
-            if name == "ca.key" && s.role != Role::Egress {
-                return Err(Error::Invalid {
-                    what: format!("the CA key may only go to egress, not {}", s.role),
-                });
-            }
-            files.push(FileSpec {
-                path: name.clone(),
-                contents,
-                mode: 0o600,
-            });
-        }
-        let env = s
+/// What the sidecars' files are made of, besides the plan.
+struct SidecarInputs<'a> {
+    secrets: &'a Secrets,
+    /// What the agent itself holds and must not send out: the host variables
+    /// forwarded into its environment (never the real tokens, which stay in
+    /// cred-proxy).
+    forwarded: Vec<String>,
+    /// Operator files copied into sidecars, by the name they get there.
+    host_files: BTreeMap<String, PathBuf>,
+}
+
+impl<'a> SidecarInputs<'a> {
+    fn of(plan: &Plan, secrets: &'a Secrets) -> SidecarInputs<'a> {
+        let forwarded = plan
+            .agent_container
             .env
             .iter()
-            .map(|e| {
-                let v = match env_value(&e.value) {
-                    EnvValue::Literal(l) => EnvValue::Literal(templatize(&l, &planned)),
-                    v => v,
-                };
-                (e.name.clone(), v)
+            .filter_map(|e| match &e.value {
+                plan::EnvValue::Host { var } => Some(var.clone()),
+                _ => None,
             })
             .collect();
-        services.push(ServiceSpec {
-            role: s.role,
-            image: s.image.clone(),
-            cmd: None,
-            env,
-            domains,
-            files,
-            init: s.role == Role::GitGate,
-            read_only: true,
-            tmpfs: writable_dirs(s.role),
-            workspace: false,
-            audit_dir: None,
-            memory_bytes: 512 << 20,
-            pids_limit: 512,
-            nano_cpus: cpu_cap(s.role),
-            readiness: Readiness::HealthCheck,
-            sandboxed: false,
+        let host_files = plan
+            .git
+            .remotes
+            .iter()
+            .map(|r| (format!("id_{}", r.name), r.identity_file.clone()))
+            .chain(
+                plan.upstream_ca
+                    .iter()
+                    .map(|ca| (plan::UPSTREAM_CA_FILE.to_string(), ca.clone())),
+            )
+            .collect();
+        SidecarInputs {
+            secrets,
+            forwarded,
+            host_files,
+        }
+    }
+}
+
+/// One sidecar's container: read-only root, its config and files, capped.
+fn sidecar_service(
+    s: &plan::SidecarPlan,
+    inputs: &SidecarInputs,
+    planned: &BTreeMap<Ipv4Addr, String>,
+) -> Result<ServiceSpec, Error> {
+    let mut domains: Vec<Domain> = s.addresses.keys().map(|n| domain_of(*n)).collect();
+    // The way-out network last: it is not the one the role is known by.
+    domains.sort_by_key(|d| matches!(d, Domain::Egress));
+    domains.extend(
+        s.attach_networks
+            .iter()
+            .map(|n| Domain::Attached(n.clone())),
+    );
+    let mut files = vec![FileSpec {
+        path: s.config_file.clone(),
+        contents: templatize(&s.config, planned).into_bytes(),
+        mode: 0o600,
+    }];
+    for (name, what) in &s.files {
+        let Some(contents) = inputs
+            .secrets
+            .file_for(name, &inputs.forwarded, &inputs.host_files)
+        else {
+            return Err(Error::Invalid {
+                what: format!("{}: don't know how to make /config/{name} ({what})", s.role),
+            });
+        };
+        if name == "ca.key" && s.role != Role::Egress {
+            return Err(Error::Invalid {
+                what: format!("the CA key may only go to egress, not {}", s.role),
+            });
+        }
+        files.push(FileSpec {
+            path: name.clone(),
+            contents,
+            mode: 0o600,
         });
     }
-    let roles: Vec<Role> = std::iter::once(Role::Agent)
-        .chain(plan.sidecars.iter().map(|s| s.role))
+    let env = s
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), templatized_env(&e.value, planned)))
         .collect();
+    Ok(ServiceSpec {
+        role: s.role,
+        image: s.image.clone(),
+        cmd: None,
+        env,
+        domains,
+        files,
+        init: s.role == Role::GitGate,
+        read_only: true,
+        tmpfs: writable_dirs(s.role),
+        workspace: false,
+        audit_dir: None,
+        memory_bytes: 512 << 20,
+        pids_limit: 512,
+        nano_cpus: cpu_cap(s.role),
+        readiness: Readiness::HealthCheck,
+        sandboxed: false,
+    })
+}
+
+fn templatized_env(v: &plan::EnvValue, planned: &BTreeMap<Ipv4Addr, String>) -> EnvValue {
+    match env_value(v) {
+        EnvValue::Literal(l) => EnvValue::Literal(templatize(&l, planned)),
+        v => v,
+    }
+}
+
+/// The agent's container: the internal network only, its workspace, the
+/// proxy settings and the canary in its env.
+fn agent_service(plan: &Plan, roles: &[Role], planned: &BTreeMap<Ipv4Addr, String>) -> ServiceSpec {
     let a = &plan.agent_container;
-    let mut env: BTreeMap<String, EnvValue> = agent_defaults(&roles)
+    let mut env: BTreeMap<String, EnvValue> = agent_defaults(roles)
         .into_iter()
         .map(|(k, v)| (k, EnvValue::Literal(v)))
         .collect();
     for e in &a.env {
-        let v = match env_value(&e.value) {
-            EnvValue::Literal(l) => EnvValue::Literal(templatize(&l, &planned)),
-            v => v,
-        };
-        env.insert(e.name.clone(), v);
+        env.insert(e.name.clone(), templatized_env(&e.value, planned));
     }
     env.insert(
         plan::CANARY_ENV.into(),
         EnvValue::StateSecret("canary".into()),
     );
-    services.push(ServiceSpec {
+    ServiceSpec {
         role: Role::Agent,
         image: a.image.clone(),
         cmd: Some(vec!["sleep".into(), "infinity".into()]),
@@ -320,23 +370,18 @@ pub fn layout_from_plan(
         nano_cpus: cpu_cap(Role::Agent),
         readiness: Readiness::Running,
         sandboxed: plan.runtime.agent_runtime == "runsc",
-    });
-    let layout = BottleLayout {
-        id: plan.id.clone(),
-        preferred_ranges: plan
-            .networks
-            .iter()
-            .map(|n| (domain_of(n.role).as_str().to_string(), n.subnet.to_string()))
-            .collect(),
-        connections: standard_connections(&roles),
-        services,
-    };
+    }
+}
+
+/// What provisioning puts into the agent once it runs (kept for `resume`).
+fn agent_setup(plan: &Plan) -> AgentSetup {
+    let a = &plan.agent_container;
     let home = if a.user.is_empty() || a.user.starts_with("1000") {
         "/home/agent".to_string()
     } else {
         format!("/home/{}", a.user)
     };
-    let setup = AgentSetup {
+    AgentSetup {
         home,
         user: if a.user.is_empty() {
             "1000:1000".into()
@@ -369,8 +414,7 @@ pub fn layout_from_plan(
             .map(|r| (r.name.clone(), r.upstream.clone(), r.gate_url.clone()))
             .collect(),
         supervise: plan.supervise,
-    };
-    Ok((layout, setup))
+    }
 }
 
 /// Refuses the layout of a bottle whose saved configuration an earlier release

@@ -14,7 +14,7 @@ use crate::docker::DockerBackend;
 use crate::home::Home;
 use crate::plan::Plan;
 use crate::provision::Secrets;
-use crate::state::StateDir;
+use crate::state::{Metadata, StateDir};
 
 /// Options of `start`.
 #[derive(Debug, Clone, Default)]
@@ -141,71 +141,40 @@ pub async fn list_bottles(home: &Home) -> Result<Vec<ListEntry>, Error> {
         .collect())
 }
 
-pub async fn list(home: &Home) -> Result<i32, Error> {
-    let entries = list_bottles(home).await?;
-    if entries.is_empty() {
-        println!("no bottles in {}", home.root.display());
-        return Ok(0);
-    }
-    println!("{:<28} {:<16} {:<10} SERVICES", "ID", "AGENT", "STATUS");
-    for e in entries {
-        let services = e
-            .services
-            .iter()
-            .map(|(r, s)| format!("{r}:{s}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        println!(
-            "{:<28} {:<16} {:<10} {}",
-            e.id,
-            e.agent.unwrap_or_else(|| "-".into()),
-            e.status,
-            services
-        );
-    }
-    Ok(0)
+/// What `info` shows of one bottle.
+#[derive(Debug)]
+pub struct BottleInfo {
+    pub meta: Metadata,
+    pub state_path: PathBuf,
+    /// `None`: the engine has no object of it (stopped or removed).
+    pub entry: Option<ListEntry>,
+    /// The networks of its last bring-up: name and subnet.
+    pub networks: Vec<(String, String)>,
 }
 
-pub async fn info(home: &Home, id: &str) -> Result<i32, Error> {
+/// `info ID`: a bottle's metadata, state dir, containers and networks.
+pub async fn bottle_info(home: &Home, id: &str) -> Result<BottleInfo, Error> {
     let state = StateDir::open(&home.root, id)?;
     let meta = state.metadata()?;
-    let entries = list_bottles(home).await?;
-    let entry = entries.into_iter().find(|e| e.id == id);
+    let entry = list_bottles(home).await?.into_iter().find(|e| e.id == id);
     let running: Option<Running> = state
         .read("running.json")
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    // Container states and names come from the engine, but may carry what
-    // a bottle wrote (a health check's output): printed escaped.
-    let e = crate::terminal::escape;
-    println!("id:        {}", e(&meta.id));
-    println!("agent:     {}", e(&meta.agent));
-    if let Some(b) = &meta.bottle {
-        println!("bottle:    {}", e(b));
-    }
-    println!("state:     {}", e(&state.path.display().to_string()));
-    println!(
-        "status:    {}",
-        e(entry.as_ref().map_or("stopped", |e| e.status.as_str()))
-    );
-    if let Some(img) = &meta.committed_image {
-        println!("committed: {}", e(img));
-    }
-    if let Some(entry) = &entry {
-        for (role, st) in &entry.services {
-            println!("  {:<12} {}", e(&role.to_string()), e(&st.to_string()));
-        }
-    }
-    if let Some(r) = running {
-        for d in r.domains {
-            println!(
-                "  network {:<28} {}",
-                e(&d.name),
-                e(&d.cidr.map(|c| c.to_string()).unwrap_or_default())
-            );
-        }
-    }
-    Ok(0)
+    let networks = running
+        .map(|r| {
+            r.domains
+                .into_iter()
+                .map(|d| (d.name, d.cidr.map(|c| c.to_string()).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(BottleInfo {
+        meta,
+        state_path: state.path.clone(),
+        entry,
+        networks,
+    })
 }
 
 /// `stop`: removes containers and networks, keeps the workspace and state for `resume`.

@@ -53,12 +53,60 @@ pub async fn exec(id: &str, command: &[String]) -> Result<u8, Error> {
     report(lifecycle::exec(&cli_home()?, id, command).await)
 }
 
+/// `list`: one line per bottle of this home.
 pub async fn list() -> Result<u8, Error> {
-    report(lifecycle::list(&cli_home()?).await)
+    let home = cli_home()?;
+    let entries = lifecycle::list_bottles(&home).await?;
+    if entries.is_empty() {
+        println!("no bottles in {}", home.root.display());
+        return Ok(0);
+    }
+    println!("{:<28} {:<16} {:<10} SERVICES", "ID", "AGENT", "STATUS");
+    for e in entries {
+        let services = e
+            .services
+            .iter()
+            .map(|(r, s)| format!("{r}:{s}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "{:<28} {:<16} {:<10} {}",
+            e.id,
+            e.agent.unwrap_or_else(|| "-".into()),
+            e.status,
+            services
+        );
+    }
+    Ok(0)
 }
 
+/// `info ID`. Container states and names come from the engine but may
+/// carry what a bottle wrote (a health check's output): printed escaped.
 pub async fn info(id: &str) -> Result<u8, Error> {
-    report(lifecycle::info(&cli_home()?, id).await)
+    let i = lifecycle::bottle_info(&cli_home()?, id).await?;
+    let e = orchestrator::terminal::escape;
+    println!("id:        {}", e(&i.meta.id));
+    println!("agent:     {}", e(&i.meta.agent));
+    if let Some(b) = &i.meta.bottle {
+        println!("bottle:    {}", e(b));
+    }
+    println!("state:     {}", e(&i.state_path.display().to_string()));
+    println!(
+        "status:    {}",
+        e(i.entry.as_ref().map_or("stopped", |e| e.status.as_str()))
+    );
+    if let Some(img) = &i.meta.committed_image {
+        println!("committed: {}", e(img));
+    }
+    if let Some(entry) = &i.entry {
+        for (role, st) in &entry.services {
+            println!("  {:<12} {}", e(role), e(st));
+        }
+    }
+    for (name, cidr) in &i.networks {
+        println!("  network {:<28} {}", e(name), e(cidr));
+    }
+    Ok(0)
 }
 
 pub async fn stop(id: &str) -> Result<u8, Error> {

@@ -44,13 +44,13 @@ pub enum Command {
     Cleanup(CleanupArgs),
     /// Show a bottle's audit log, or one sidecar's log.
     Logs(LogsArgs),
-    /// List pending proposals from agents (routes, capabilities).
+    /// (planned: needs supervise-mcp) List pending proposals from agents.
     Proposals,
-    /// Approve a proposal.
+    /// (planned: needs supervise-mcp) Approve a proposal.
     Approve(IdArg),
-    /// Deny a proposal.
+    /// (planned: needs supervise-mcp) Deny a proposal.
     Deny(DenyArgs),
-    /// Terminal UI over running bottles and proposals.
+    /// (planned) Terminal UI over running bottles and proposals.
     Dashboard,
     /// Docker images of bot-bottle.
     Images(ImagesArgs),

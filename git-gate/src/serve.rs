@@ -43,6 +43,45 @@ pub async fn serve(
     let config_path = config_path
         .canonicalize()
         .unwrap_or_else(|_| config_path.to_path_buf());
+    let listen = config.listen;
+    let mut child = daemon_command(&config_path, config)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            program: "git daemon".into(),
+            source,
+        })?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let relay = tokio::spawn(relay_log(stderr));
+
+    let ready = wait_listening(config.connect_addr(), &mut child).await;
+    if let Err(e) = ready {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        relay.abort();
+        return Err(e);
+    }
+    tracing::info!(listen = %listen, remotes = config.remote.len(), "git-gate serving");
+
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => {
+            tracing::info!("shutting down");
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            Ok(())
+        }
+        status = child.wait() => {
+            Err(Error::Hook(format!("git daemon exited unexpectedly ({})",
+                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))))
+        }
+    };
+    relay.abort();
+    let _ = relay.await;
+    result
+}
+
+/// `git daemon` over the mirrors, with a clean environment that names the
+/// config and log for its hooks.
+fn daemon_command(config_path: &Path, config: &Config) -> tokio::process::Command {
     let hooks = mirror::hooks_dir(config);
     let mut cmd = tokio::process::Command::new("git");
     cmd.env_clear()
@@ -52,7 +91,7 @@ pub async fn serve(
         )
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env(CONFIG_ENV, &config_path)
+        .env(CONFIG_ENV, config_path)
         // Hooks log into our own stdout, so the operator sees one JSON stream.
         .env(LOG_ENV, format!("/proc/{}/fd/1", std::process::id()));
     for k in ["HOME", "RUST_LOG"] {
@@ -84,65 +123,38 @@ pub async fn serve(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-        program: "git daemon".into(),
-        source,
-    })?;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let relay = tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        // Healthchecks connect from loopback and hang up: drop those
-        // connections' lines (by daemon child pid) instead of logging an
-        // error every two seconds.
-        let mut quiet = std::collections::HashSet::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let (pid, text) = split_pid(&line);
-            if text.starts_with("Connection from 127.0.0.1:")
-                || text.starts_with("Connection from [::1]:")
-            {
-                quiet.insert(pid.to_string());
-                continue;
-            }
-            if quiet.contains(pid) {
-                continue;
-            }
-            // The daemon reports a child's end as "[child] Disconnected ...",
-            // and the child's own complaint comes without a pid.
-            let (child, rest) = split_pid(text);
-            if rest.starts_with("Disconnected") && quiet.remove(child) {
-                continue;
-            }
-            if pid.is_empty() && !quiet.is_empty() && text.contains("the remote end hung up") {
-                continue;
-            }
-            tracing::info!(target: "git_daemon", pid = pid, "{}", text);
-        }
-    });
+    cmd
+}
 
-    let ready = wait_listening(config.connect_addr(), &mut child).await;
-    if let Err(e) = ready {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        relay.abort();
-        return Err(e);
+/// Relays the daemon's log lines until its stderr closes.
+async fn relay_log(stderr: tokio::process::ChildStderr) {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    // Healthchecks connect from loopback and hang up: drop those
+    // connections' lines (by daemon child pid) instead of logging an
+    // error every two seconds.
+    let mut quiet = std::collections::HashSet::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let (pid, text) = split_pid(&line);
+        if text.starts_with("Connection from 127.0.0.1:")
+            || text.starts_with("Connection from [::1]:")
+        {
+            quiet.insert(pid.to_string());
+            continue;
+        }
+        if quiet.contains(pid) {
+            continue;
+        }
+        // The daemon reports a child's end as "[child] Disconnected ...",
+        // and the child's own complaint comes without a pid.
+        let (child, rest) = split_pid(text);
+        if rest.starts_with("Disconnected") && quiet.remove(child) {
+            continue;
+        }
+        if pid.is_empty() && !quiet.is_empty() && text.contains("the remote end hung up") {
+            continue;
+        }
+        tracing::info!(target: "git_daemon", pid = pid, "{}", text);
     }
-    tracing::info!(listen = %listen, remotes = config.remote.len(), "git-gate serving");
-
-    let result = tokio::select! {
-        _ = shutdown.cancelled() => {
-            tracing::info!("shutting down");
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            Ok(())
-        }
-        status = child.wait() => {
-            Err(Error::Hook(format!("git daemon exited unexpectedly ({})",
-                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))))
-        }
-    };
-    relay.abort();
-    let _ = relay.await;
-    result
 }
 
 /// git daemon prefixes its lines with `[pid] `.

@@ -45,6 +45,20 @@ pub const EXIT_USAGE: i32 = 2;
 /// problems the caller reports with exit code 2.
 pub fn run(opts: &Options) -> Result<i32, Error> {
     let started = Instant::now();
+    let scanner = load_scanner(opts)?;
+    let (entries, what) = scan_source(&opts.source, &scanner)?;
+    print_summary(opts, &entries, &what, started);
+    if let Some(path) = &opts.report_path {
+        write_report(path, opts.report_format, &entries)?;
+    }
+    Ok(if entries.is_empty() {
+        0
+    } else {
+        opts.exit_code
+    })
+}
+
+fn load_scanner(opts: &Options) -> Result<Scanner, Error> {
     let rules = match &opts.config {
         Some(p) => Rules::from_gitleaks_file(p)?,
         None => Rules::builtin(),
@@ -53,43 +67,31 @@ pub fn run(opts: &Options) -> Result<i32, Error> {
         Some(p) => KnownSecrets::from_file(p)?,
         None => KnownSecrets::empty(),
     };
-    let scanner = Scanner::new(
+    Ok(Scanner::new(
         rules,
         known,
         ScanOptions {
             decode: opts.decode,
         },
-    );
-    let (entries, what) = match &opts.source {
+    ))
+}
+
+/// The report entries of `source`, and what was scanned, for the summary.
+fn scan_source(source: &Source, scanner: &Scanner) -> Result<(Vec<Entry>, String), Error> {
+    Ok(match source {
         Source::Git { repo, log_opts } => {
             let range = match log_opts.as_deref().map(str::trim) {
                 None | Some("") | Some("--all") => git::Range::All,
                 Some(spec) => git::Range::Spec(spec.to_string()),
             };
-            let r = git::scan_report(repo, &range, &scanner)?;
-            let entries = r
-                .findings
-                .iter()
-                .map(|g| {
-                    let mut e = Entry::from_finding(&g.finding, g.path.as_deref().unwrap_or(""));
-                    e.commit = g.commit.clone();
-                    if let Some(c) = r.commits.get(&g.commit) {
-                        e.author = c.author.clone();
-                        e.email = c.email.clone();
-                        e.date = format_time(c.time);
-                        e.message = c.summary.clone();
-                    }
-                    e.fingerprint = g.gitleaks_fingerprint();
-                    e
-                })
-                .collect::<Vec<_>>();
+            let r = git::scan_report(repo, &range, scanner)?;
             (
-                entries,
+                git_entries(&r),
                 format!("{} commits, {} blobs", r.commits_scanned, r.blobs_scanned),
             )
         }
         Source::Dir { path } => {
-            let r = walk::scan_dir(path, &scanner)?;
+            let r = walk::scan_dir(path, scanner)?;
             let entries = r
                 .findings
                 .iter()
@@ -108,10 +110,33 @@ pub fn run(opts: &Options) -> Result<i32, Error> {
             let entries = found.iter().map(|f| Entry::from_finding(f, "")).collect();
             (entries, "stdin".to_string())
         }
-    };
+    })
+}
+
+/// Entries with the commit details gitleaks reports alongside a finding.
+fn git_entries(r: &git::Report) -> Vec<Entry> {
+    r.findings
+        .iter()
+        .map(|g| {
+            let mut e = Entry::from_finding(&g.finding, g.path.as_deref().unwrap_or(""));
+            e.commit = g.commit.clone();
+            if let Some(c) = r.commits.get(&g.commit) {
+                e.author = c.author.clone();
+                e.email = c.email.clone();
+                e.date = format_time(c.time);
+                e.message = c.summary.clone();
+            }
+            e.fingerprint = g.gitleaks_fingerprint();
+            e
+        })
+        .collect()
+}
+
+/// To stderr: each (redacted) finding when verbose, then a one-line summary.
+fn print_summary(opts: &Options, entries: &[Entry], what: &str, started: Instant) {
     let mut err = std::io::stderr().lock();
     if opts.verbose {
-        for e in &entries {
+        for e in entries {
             let _ = writeln!(
                 err,
                 "{}\t{}{}:{}:{}\t{}",
@@ -134,26 +159,24 @@ pub fn run(opts: &Options) -> Result<i32, Error> {
         started.elapsed().as_secs_f64(),
         entries.len()
     );
-    if let Some(path) = &opts.report_path {
-        let text = match opts.report_format {
-            Format::Json => report::to_json(&entries),
-            Format::Sarif => report::to_sarif(&entries),
-        };
-        if path == "-" {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
-        } else {
-            std::fs::write(path, text + "\n").map_err(|source| Error::Io {
-                path: PathBuf::from(path),
-                source,
-            })?;
-        }
-    }
-    Ok(if entries.is_empty() {
-        0
+}
+
+/// Writes the report to `path`, or to stdout when it is "-".
+fn write_report(path: &str, format: Format, entries: &[Entry]) -> Result<(), Error> {
+    let text = match format {
+        Format::Json => report::to_json(entries),
+        Format::Sarif => report::to_sarif(entries),
+    };
+    if path == "-" {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
     } else {
-        opts.exit_code
-    })
+        std::fs::write(path, text + "\n").map_err(|source| Error::Io {
+            path: PathBuf::from(path),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// RFC 3339 in UTC, as gitleaks prints commit dates.

@@ -47,7 +47,6 @@ async fn engine_with_base_or_skip() -> Option<Engine> {
 
 /// The engine, or None (a printed skip) without one; with CI=true a failure.
 async fn engine_or_skip() -> Option<Engine> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     match Engine::connect().await {
         Ok(d) => Some(d),
         Err(e) if ci() => panic!("CI=true but no Docker engine: {e}"),

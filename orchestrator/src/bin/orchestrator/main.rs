@@ -9,8 +9,6 @@ use orchestrator::Error;
 mod commands;
 
 fn main() -> ExitCode {
-    // One rustls provider for the whole process (ring); "already installed" is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

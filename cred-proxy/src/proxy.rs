@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 
 use crate::config::{Config, Route};
 use crate::handoff::{self, BrokerKey};
-use crate::redact::RedactingBody;
-use crate::tokens::Tokens;
+use crate::redact::{RedactingBody, Redactor};
+use crate::tokens::{RouteToken, Tokens};
 use crate::upstream::{Proto, Upstream};
 
 /// Boxed error of streamed bodies.
@@ -205,24 +205,7 @@ impl Proxy {
 
         let (route, dial) = match self.authorise(&parts.method, &parts.uri, &parts.headers) {
             Ok(ok) => ok,
-            Err(refusal) => {
-                // The container healthcheck probes every 2 s with an unsigned
-                // request; keep those out of the warnings.
-                if matches!(refusal, Refusal::MissingHandoff)
-                    && parts.uri.path() == crate::health::PROBE_PATH
-                {
-                    tracing::debug!(event = "healthcheck", peer = %peer);
-                } else {
-                    tracing::warn!(
-                        event = "refused",
-                        peer = %peer,
-                        reason = refusal.reason(),
-                        method = %method,
-                        status = refusal.status().as_u16(),
-                    );
-                }
-                return text_response(refusal.status(), refusal.message());
-            }
+            Err(refusal) => return refused(refusal, &parts.uri, &method, peer),
         };
 
         let snapshot = self.tokens.snapshot();
@@ -235,59 +218,13 @@ impl Proxy {
             );
         };
 
-        let route_header = route.scheme.header_name();
-        let mut headers = parts.headers;
-        strip_request_headers(&mut headers, &self.credential_headers);
-        // Ask for an uncompressed body so an echoed token can be found and
-        // masked; a compressed one would hide it.
-        headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-        headers.insert(route_header, token.header_value.clone());
-
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned());
-        let authority = authority(&route.host, dial.port());
-
         let bytes_up = Arc::new(AtomicU64::new(0));
-        let req_body: ReqBody = Counting::new(body, bytes_up.clone())
-            .map_err(|e| Box::new(e) as BoxError)
-            .boxed_unsync();
-
-        let build = |proto: Proto| {
-            let mut builder = Request::builder().method(parts.method.clone());
-            let mut headers = headers;
-            match proto {
-                Proto::Http2 => {
-                    // HTTP/2 carries the host in :authority.
-                    builder = builder.uri(
-                        Uri::builder()
-                            .scheme("https")
-                            .authority(authority.as_str())
-                            .path_and_query(path_and_query.as_str())
-                            .build()
-                            .expect("validated host and path form a URI"),
-                    );
-                }
-                Proto::Http1 => {
-                    builder = builder.uri(path_and_query.as_str());
-                    headers.insert(
-                        header::HOST,
-                        HeaderValue::from_str(&authority)
-                            .expect("validated host is a header value"),
-                    );
-                }
-            }
-            let mut req = builder.body(req_body).expect("parts are valid");
-            *req.headers_mut() = headers;
-            req
-        };
-
-        let (resp, proto) = match self.upstream.send(dial, &route.host, build).await {
+        let outgoing = self.outgoing(parts, body, route, dial, token, bytes_up.clone());
+        let sent = self
+            .upstream
+            .send(dial, &route.host, |proto| outgoing.build(proto))
+            .await;
+        let (resp, proto) = match sent {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::warn!(
@@ -306,48 +243,54 @@ impl Proxy {
             }
         };
 
-        let (mut parts, body) = resp.into_parts();
-        // A compressed body would hide an echoed token from the redactor. We
-        // asked for identity; an upstream that compresses anyway is refused.
-        let encoded = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded && !body.is_end_stream() {
-            tracing::warn!(
-                event = "upstream_error",
-                route = %route.id,
-                method = %method,
-                error = "upstream sent a compressed body although identity was asked",
-                status = 502,
-                duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-            );
-            return text_response(
-                StatusCode::BAD_GATEWAY,
-                "cred-proxy refused the upstream's answer: it sent a compressed body, \
-                 which cred-proxy cannot check for an echoed token.\n",
-            );
-        }
-        strip_hop_by_hop(&mut parts.headers);
-        let redactor = snapshot.redactor().clone();
-        let masked_headers = redactor.mask_headers(&mut parts.headers);
-        let status = parts.status;
-        let log = LogOnEnd {
-            route: route.id.clone(),
+        let exchange = Exchange {
+            route,
             method,
-            status,
-            proto,
             start,
             bytes_up,
-            bytes_down: 0,
-            masked: masked_headers,
-            ended: false,
         };
-        let body = Logged {
-            inner: RedactingBody::new(body, redactor),
-            log,
-        };
-        Response::from_parts(parts, body.boxed_unsync())
+        answer(resp, proto, snapshot.redactor().clone(), exchange)
+    }
+
+    /// The request as it goes upstream: egress's credential headers out, the
+    /// route's token in, the body counted for the log.
+    fn outgoing(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        route: &Route,
+        dial: SocketAddr,
+        token: &RouteToken,
+        bytes_up: Arc<AtomicU64>,
+    ) -> Outgoing {
+        let route_header = route.scheme.header_name();
+        let mut headers = parts.headers;
+        strip_request_headers(&mut headers, &self.credential_headers);
+        // Ask for an uncompressed body so an echoed token can be found and
+        // masked; a compressed one would hide it.
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        headers.insert(route_header, token.header_value.clone());
+
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        let authority = authority(&route.host, dial.port());
+
+        let body: ReqBody = Counting::new(body, bytes_up)
+            .map_err(|e| Box::new(e) as BoxError)
+            .boxed_unsync();
+        Outgoing {
+            method: parts.method,
+            authority,
+            path_and_query,
+            headers,
+            body,
+        }
     }
 
     fn authorise(
@@ -381,6 +324,125 @@ impl Proxy {
         let addr: SocketAddr = dial.parse().map_err(|_| Refusal::BadDial)?;
         Ok((route, addr))
     }
+}
+
+/// Logs a refusal and answers it.
+fn refused(refusal: Refusal, uri: &Uri, method: &Method, peer: SocketAddr) -> Response<RespBody> {
+    // The container healthcheck probes every 2 s with an unsigned
+    // request; keep those out of the warnings.
+    if matches!(refusal, Refusal::MissingHandoff) && uri.path() == crate::health::PROBE_PATH {
+        tracing::debug!(event = "healthcheck", peer = %peer);
+    } else {
+        tracing::warn!(
+            event = "refused",
+            peer = %peer,
+            reason = refusal.reason(),
+            method = %method,
+            status = refusal.status().as_u16(),
+        );
+    }
+    text_response(refusal.status(), refusal.message())
+}
+
+/// A request sent upstream before the protocol is known: the connection
+/// decides whether the host travels in `:authority` or in `Host`.
+struct Outgoing {
+    method: Method,
+    authority: String,
+    path_and_query: String,
+    headers: HeaderMap,
+    body: ReqBody,
+}
+
+impl Outgoing {
+    fn build(self, proto: Proto) -> Request<ReqBody> {
+        let mut builder = Request::builder().method(self.method);
+        let mut headers = self.headers;
+        match proto {
+            Proto::Http2 => {
+                // HTTP/2 carries the host in :authority.
+                builder = builder.uri(
+                    Uri::builder()
+                        .scheme("https")
+                        .authority(self.authority.as_str())
+                        .path_and_query(self.path_and_query.as_str())
+                        .build()
+                        .expect("validated host and path form a URI"),
+                );
+            }
+            Proto::Http1 => {
+                builder = builder.uri(self.path_and_query.as_str());
+                headers.insert(
+                    header::HOST,
+                    HeaderValue::from_str(&self.authority)
+                        .expect("validated host is a header value"),
+                );
+            }
+        }
+        let mut req = builder.body(self.body).expect("parts are valid");
+        *req.headers_mut() = headers;
+        req
+    }
+}
+
+/// An authorised request in flight: what its upstream errors and its
+/// end-of-request log line name.
+struct Exchange<'a> {
+    route: &'a Route,
+    method: Method,
+    start: Instant,
+    bytes_up: Arc<AtomicU64>,
+}
+
+/// The upstream's answer on its way back: refused if compressed, else its
+/// headers masked now and its body redacted as it streams.
+fn answer(
+    resp: Response<Incoming>,
+    proto: Proto,
+    redactor: Arc<Redactor>,
+    x: Exchange<'_>,
+) -> Response<RespBody> {
+    let (mut parts, body) = resp.into_parts();
+    // A compressed body would hide an echoed token from the redactor. We
+    // asked for identity; an upstream that compresses anyway is refused.
+    let encoded = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded && !body.is_end_stream() {
+        tracing::warn!(
+            event = "upstream_error",
+            route = %x.route.id,
+            method = %x.method,
+            error = "upstream sent a compressed body although identity was asked",
+            status = 502,
+            duration_ms = x.start.elapsed().as_secs_f64() * 1000.0,
+        );
+        return text_response(
+            StatusCode::BAD_GATEWAY,
+            "cred-proxy refused the upstream's answer: it sent a compressed body, \
+             which cred-proxy cannot check for an echoed token.\n",
+        );
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    let masked_headers = redactor.mask_headers(&mut parts.headers);
+    let status = parts.status;
+    let log = LogOnEnd {
+        route: x.route.id.clone(),
+        method: x.method,
+        status,
+        proto,
+        start: x.start,
+        bytes_up: x.bytes_up,
+        bytes_down: 0,
+        masked: masked_headers,
+        ended: false,
+    };
+    let body = Logged {
+        inner: RedactingBody::new(body, redactor),
+        log,
+    };
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// Counts the bytes of a body as they pass.

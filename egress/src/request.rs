@@ -268,11 +268,11 @@ async fn handle(
     let upgrade_fut = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let up = Arc::new(AtomicU64::new(0));
-    let out = outgoing(
+    let (body, out) = outgoing(
         shared, st, route_dlp, others, route, &mut parts, body, host, port, &pq, rec,
     )
     .await?;
-    let body: Body = Counted::new(out.body, up.clone(), None).boxed_unsync();
+    let body: Body = Counted::new(body, up.clone(), None).boxed_unsync();
     check_redacted_path(route, &facts, &pq, &out.pq)?;
 
     let target = forward::Target {
@@ -288,15 +288,8 @@ async fn handle(
             Step::Next(sent) => sent,
             Step::Done(answer) => return Ok(answer),
         };
-    if let Some(other) = out.placeholder_hit.as_deref().and_then(OnceLock::get) {
-        // The body was cut before the placeholder; whatever upstream made of
-        // the truncated request, the agent gets the refusal.
-        return Err(placeholder_refusal(other, &route.id));
-    }
-    if let Some(r) = out.verdict.as_deref().and_then(Verdict::refusal) {
-        // DLP broke the body off mid-way: whatever upstream made of the truncated request,
-        // the agent gets the refusal.
-        return Err(Refused::dlp(r.clone()));
+    if let Some(r) = out.cut_off(&route.id) {
+        return Err(r);
     }
     let resp = match forward::upstream_answer(st, host, sent, rec, start)? {
         Step::Next(resp) => resp,
@@ -405,14 +398,25 @@ fn check_placeholders(
     }
 }
 
-/// What is sent upstream in place of the agent's URL and body.
+/// What is sent upstream in place of the agent's URL, and what its body leaves behind.
 struct Outgoing {
     pq: String,
-    body: Body,
     /// What the body's DLP scanning decides after the request has gone.
     verdict: Option<Arc<Verdict>>,
     /// Set by the body guard of a route without DLP (only then allocated).
     placeholder_hit: Option<Arc<OnceLock<String>>>,
+}
+
+impl Outgoing {
+    /// A body cut off on its way: whatever upstream made of the truncated request, the agent
+    /// gets the refusal.
+    fn cut_off(&self, route_id: &str) -> Option<Refused> {
+        if let Some(other) = self.placeholder_hit.as_deref().and_then(OnceLock::get) {
+            return Some(placeholder_refusal(other, route_id));
+        }
+        let r = self.verdict.as_deref().and_then(Verdict::refusal)?;
+        Some(Refused::dlp(r.clone()))
+    }
 }
 
 /// The URL and body to send: through DLP on a route with it, else only past the placeholder
@@ -430,18 +434,18 @@ async fn outgoing(
     port: u16,
     pq: &str,
     rec: &mut AuditRecord,
-) -> Result<Outgoing, Refused> {
+) -> Result<(Body, Outgoing), Refused> {
     if let Some(d) = route_dlp {
         let (pq, body, v) = apply_dlp(
             shared, st, d, &others, route, parts, body, host, port, pq, rec,
         )
         .await?;
-        return Ok(Outgoing {
+        let out = Outgoing {
             pq,
-            body,
             verdict: Some(v),
             placeholder_hit: None,
-        });
+        };
+        return Ok((body, out));
     }
     let raw = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
     let mut placeholder_hit: Option<Arc<OnceLock<String>>> = None;
@@ -452,12 +456,12 @@ async fn outgoing(
         let hit = placeholder_hit.insert(Arc::default()).clone();
         PlaceholderGuard::new(raw, others, hit).boxed_unsync()
     };
-    Ok(Outgoing {
+    let out = Outgoing {
         pq: pq.to_string(),
-        body,
         verdict: None,
         placeholder_hit,
-    })
+    };
+    Ok((body, out))
 }
 
 /// DLP may have redacted the URL: the path upstream sees must pass the same checks.

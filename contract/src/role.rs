@@ -4,7 +4,7 @@
 //! from here.
 
 /// Environment variable carrying the per-bottle broker key (egress and cred-proxy).
-pub const BROKER_KEY_ENV: &str = crate::handoff::BROKER_KEY_ENV;
+pub use crate::handoff::BROKER_KEY_ENV;
 /// Environment variable carrying the canary (agent; egress and git-gate get it in config/files).
 pub const CANARY_ENV: &str = "BOT_BOTTLE_CANARY";
 

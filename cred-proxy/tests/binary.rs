@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
+use test_support::client::body_string;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cred-proxy");
 const ENV_TOKEN: &str = "planted-ENV-token-7c41d9e2";

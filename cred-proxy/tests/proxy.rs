@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use common::*;
 use http::{Response, StatusCode, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
+use test_support::client::{body_string, read_until};
 
 const TOKEN_ONE: &str = "tok-one-REAL-5f2a9c";
 const TOKEN_TWO: &str = "tok-two-REAL-88b1e0";
@@ -273,18 +272,13 @@ async fn assert_event_by_event(proxy: &Proxy, up: &Upstream, release: &tokio::sy
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
-    let mut got = Vec::new();
     // Event 1 must arrive while the upstream is still waiting to send event 2.
-    while !got.ends_with(b"data: 1\n\n") {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .expect("event 1 did not arrive before event 2 was released")
-            .unwrap()
-            .unwrap();
-        if let Ok(d) = frame.into_data() {
-            got.extend_from_slice(&d);
-        }
-    }
+    let got = read_until(
+        &mut body,
+        b"data: 1\n\n",
+        "event 1 did not arrive before event 2 was released",
+    )
+    .await;
     assert_eq!(got, b"event: a\ndata: 1\n\n");
     release.notify_one();
     let rest = body.collect().await.unwrap().to_bytes();

@@ -16,6 +16,24 @@
 //! request) or `deny`. No decision within `hold_timeout_secs` (default 300) refuses it. Egress
 //! removes both files afterwards. Write the decision atomically (write a temporary name, rename).
 
+/// Serves one client connection until it ends or egress shuts down; on
+/// shutdown the connection finishes the requests in flight, then closes.
+/// (A macro: hyper's upgradeable HTTP/1 and HTTP/2 connections share no
+/// trait for `graceful_shutdown`.)
+macro_rules! serve_until_shutdown {
+    ($conn:expr, $shutdown:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = $shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }};
+}
+
 /// The config schema lives in the contract crate (the orchestrator renders it).
 pub use contract::egress as config;
 pub mod error;

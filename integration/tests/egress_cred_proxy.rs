@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use cred_proxy::handoff::{BrokerKey, BROKER_KEY_ENV, HEADER_SIG};
@@ -15,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use test_support::client::{body_string, read_until};
 use test_support::pki::Pki;
 use test_support::upstream::{handler, Seen, Upstream};
 use test_support::{full, BoxError};
@@ -88,18 +88,6 @@ async fn without_handoff(cred_proxy: SocketAddr, path: &str) -> Response<Incomin
         .body(full(Bytes::new()))
         .unwrap();
     sender.send_request(req).await.unwrap()
-}
-
-async fn body_string(resp: Response<Incoming>) -> String {
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
 }
 
 struct Egress {
@@ -254,17 +242,12 @@ async fn agent_to_egress_to_cred_proxy_to_upstream() {
     let resp = agent_request(&egress, up.addr.port(), "/stream").await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
-    let mut got = Vec::new();
-    while !got.ends_with(b"\n\n") {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .expect("event 1 did not arrive before event 2 was released")
-            .unwrap()
-            .unwrap();
-        if let Ok(d) = frame.into_data() {
-            got.extend_from_slice(&d);
-        }
-    }
+    let got = read_until(
+        &mut body,
+        b"\n\n",
+        "event 1 did not arrive before event 2 was released",
+    )
+    .await;
     let first = String::from_utf8(got).unwrap();
     assert!(first.starts_with("data: you sent Bearer ***"), "{first}");
     assert!(!first.contains(REAL));

@@ -68,3 +68,29 @@ pub async fn tls_through(
     let name = ServerName::try_from(sni.to_string()).unwrap();
     client_tls(ca, alpn).connect(name, s).await
 }
+
+/// A response's whole body as text.
+pub async fn body_string(resp: http::Response<hyper::body::Incoming>) -> String {
+    use http_body_util::BodyExt;
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Reads a streamed body frame by frame until what arrived ends with `end`
+/// (an event of a stream, say); each frame must come within 10 s, or the
+/// test fails with `late`. Proves the stream is not buffered to its end.
+pub async fn read_until(body: &mut hyper::body::Incoming, end: &[u8], late: &str) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let mut got = Vec::new();
+    while !got.ends_with(end) {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect(late)
+            .unwrap()
+            .unwrap();
+        if let Ok(d) = frame.into_data() {
+            got.extend_from_slice(&d);
+        }
+    }
+    got
+}

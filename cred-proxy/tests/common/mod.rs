@@ -11,7 +11,6 @@ use cred_proxy::handoff::{self, BrokerKey};
 use cred_proxy::tokens::EnvLookup;
 use cred_proxy::{Config, Server};
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
@@ -140,16 +139,4 @@ impl<'a> Handoff<'a> {
         let req = b.body(full(self.body)).unwrap();
         sender.send_request(req).await.unwrap()
     }
-}
-
-pub async fn body_string(resp: Response<Incoming>) -> String {
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
 }

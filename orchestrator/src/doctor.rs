@@ -91,7 +91,7 @@ pub async fn checks() -> Vec<Check> {
     };
     // An engine that answers the connection but not these is still
     // reported: with an unknown version.
-    let info = engine.probe().await.ok().unwrap_or_default();
+    let info = engine.probe_what_answers().await;
     let v = info.version.clone().unwrap_or_else(|| "unknown".into());
     let api = info.api_version.clone().unwrap_or_else(|| "?".into());
     let major = info.major;

@@ -37,6 +37,27 @@ pub struct EngineInfo {
     pub root_dir: Option<String>,
 }
 
+impl EngineInfo {
+    fn of(
+        version: Option<bollard::models::SystemVersion>,
+        info: Option<bollard::models::SystemInfo>,
+    ) -> EngineInfo {
+        let (version, api_version) = version.map_or((None, None), |v| (v.version, v.api_version));
+        let info = info.unwrap_or_default();
+        EngineInfo {
+            major: super::network::engine_major(version.as_deref().unwrap_or("0")),
+            version,
+            api_version,
+            runsc: info
+                .runtimes
+                .as_ref()
+                .is_some_and(|r| r.contains_key("runsc")),
+            cpus: info.ncpu.unwrap_or(1).max(1),
+            root_dir: info.docker_root_dir,
+        }
+    }
+}
+
 /// A connection to one engine (`DOCKER_HOST` or the local socket).
 #[derive(Clone)]
 pub struct Engine {
@@ -91,17 +112,15 @@ impl Engine {
     pub async fn probe(&self) -> Result<EngineInfo, Error> {
         let version = answer("read the engine version", self.docker.version()).await?;
         let info = answer("read the engine info", self.docker.info()).await?;
-        Ok(EngineInfo {
-            major: super::network::engine_major(version.version.as_deref().unwrap_or("0")),
-            version: version.version,
-            api_version: version.api_version,
-            runsc: info
-                .runtimes
-                .as_ref()
-                .is_some_and(|r| r.contains_key("runsc")),
-            cpus: info.ncpu.unwrap_or(1).max(1),
-            root_dir: info.docker_root_dir,
-        })
+        Ok(EngineInfo::of(Some(version), Some(info)))
+    }
+
+    /// What of [`Engine::probe`] the engine answers, each request on its
+    /// own (`doctor` reports the version even when the info request fails).
+    pub async fn probe_what_answers(&self) -> EngineInfo {
+        let version = answer("read the engine version", self.docker.version()).await;
+        let info = answer("read the engine info", self.docker.info()).await;
+        EngineInfo::of(version.ok(), info.ok())
     }
 
     pub(super) fn docker(&self) -> &Docker {

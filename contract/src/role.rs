@@ -104,3 +104,23 @@ impl std::fmt::Display for Role {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Role;
+    use std::net::SocketAddr;
+
+    /// A sidecar started with its schema's default listens where the
+    /// orchestrator wires the agent's connections to it.
+    #[test]
+    fn default_listen_addresses_use_the_roles_ports() {
+        for (role, listen) in [
+            (Role::Egress, crate::egress::DEFAULT_LISTEN),
+            (Role::CredProxy, crate::cred_proxy::DEFAULT_LISTEN),
+            (Role::GitGate, crate::git_gate::DEFAULT_LISTEN),
+        ] {
+            let addr: SocketAddr = listen.parse().expect("a socket address");
+            assert_eq!(Some(addr.port()), role.port(), "{role:?}");
+        }
+    }
+}

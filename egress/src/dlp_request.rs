@@ -10,12 +10,13 @@ use http::header::{self, HeaderMap, HeaderValue};
 use hyper::body::Incoming;
 
 use crate::audit::AuditRecord;
-use crate::config::{OnMatch, Route, RouteDlp};
+use crate::config::{OnMatch, RouteDlp};
 use crate::decode;
 use crate::dlp::{self, ExactSet, Hit};
 use crate::hold::HoldSummary;
-use crate::proxy::{Kind, Shared, State};
+use crate::proxy::{Kind, State};
 use crate::refuse::{full, refused, sanitize_path, Refused};
+use crate::request::Routed;
 use crate::scanned::{self, FieldHits, First, FirstError, Holds, Refusal, Verdict};
 use crate::upstream::{Body, BoxError};
 use crate::window::{BodyPolicy, BodyScan, Piece};
@@ -36,27 +37,22 @@ fn dlp_refusal(rule: Option<String>, detail: String) -> Refused {
 /// Runs DLP on host, method, URL, header names and values, body and trailers, and applies the
 /// route's action. Returns the path and query to send, the body to send, and the verdict the
 /// body's scanning leaves for after the request has gone.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn apply_dlp(
-    shared: &Arc<Shared>,
-    st: &Arc<State>,
+    r: &Routed<'_>,
     d: &RouteDlp,
     others: &ExactSet,
-    route: &Route,
     parts: &mut http::request::Parts,
     body: Incoming,
-    host: &str,
-    port: u16,
-    pq: &str,
     rec: &mut AuditRecord,
 ) -> Result<(String, Body, Arc<Verdict>), Refused> {
-    check_host_and_method(st, d, host, parts.method.as_str())?;
-    let url_hits = st.dlp.scan(d, pq.as_bytes());
+    let st = r.st;
+    check_host_and_method(st, d, r.host, parts.method.as_str())?;
+    let url_hits = st.dlp.scan(d, r.pq.as_bytes());
     let field_hits = scanned::scan_fields(&st.dlp, d, &parts.headers);
-    let holds = holds_for(st, d, route, parts, host, port, pq, &url_hits);
+    let holds = holds_for(r, d, parts, &url_hits);
 
     // Body: the first window (all of a body that fits one) is scanned before anything is sent.
-    let mut first = read_first_window(shared, st, d, others, route, &parts.headers, body).await?;
+    let mut first = read_first_window(r, d, others, &parts.headers, body).await?;
     let verdict = Arc::new(Verdict::default());
     let mut body_rules: Vec<String> = Vec::new();
     let mut prefix = BytesMut::new();
@@ -70,19 +66,13 @@ pub(crate) async fn apply_dlp(
         verdict.mark_redacted();
     }
 
-    let send_pq = decide(
-        d,
-        &holds,
-        parts,
-        pq,
-        &url_hits,
-        &field_hits,
+    let findings = Findings {
+        url: &url_hits,
+        fields: &field_hits,
         body_rules,
-        &verdict,
-        rec,
-    )
-    .await?;
-    let body = body_to_send(shared, st, d, route, parts, first, prefix, holds, &verdict).await?;
+    };
+    let send_pq = decide(d, &holds, parts, r.pq, findings, &verdict, rec).await?;
+    let body = body_to_send(r, d, parts, first, prefix, holds, &verdict).await?;
     Ok((send_pq, body, verdict))
 }
 
@@ -105,17 +95,13 @@ fn check_host_and_method(
 }
 
 /// Where holds are written, and the summary the operator sees: never a finding itself.
-#[allow(clippy::too_many_arguments)]
 fn holds_for(
-    st: &State,
+    r: &Routed<'_>,
     d: &RouteDlp,
-    route: &Route,
     parts: &http::request::Parts,
-    host: &str,
-    port: u16,
-    pq: &str,
     url_hits: &[Hit],
 ) -> Holds {
+    let st = r.st;
     // Only a hold (a `supervise` route) shows the method and path to the
     // operator: sanitizing them is two more scans, not spent elsewhere.
     let shown = d.on_match == OnMatch::Supervise;
@@ -126,16 +112,16 @@ fn holds_for(
             id: String::new(),
             time: String::new(),
             bottle: st.config.bottle_id.clone(),
-            route: route.id.clone(),
+            route: r.route.id.clone(),
             method: if shown {
                 st.dlp.sanitize(parts.method.as_str())
             } else {
                 String::new()
             },
-            host: host.to_string(),
-            port,
+            host: r.host.to_string(),
+            port: r.port,
             path: if shown {
-                sanitize_path(&st.dlp, &dlp_redacted_path(pq, url_hits))
+                sanitize_path(&st.dlp, &dlp_redacted_path(r.pq, url_hits))
             } else {
                 String::new()
             },
@@ -147,14 +133,13 @@ fn holds_for(
 
 /// Reads and scans the body up to the end of its first window.
 async fn read_first_window(
-    shared: &Shared,
-    st: &State,
+    r: &Routed<'_>,
     d: &RouteDlp,
     others: &ExactSet,
-    route: &Route,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<First, Refused> {
+    let st = r.st;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -171,27 +156,37 @@ async fn read_first_window(
         Err(_) if d.opaque_bodies => BodyScan::passthrough(policy),
         Err(why) => return Err(dlp_refusal(None, why.to_string())),
     };
-    match scanned::read_first(&shared.pool, scan, body).await {
+    match scanned::read_first(&r.shared.pool, scan, body).await {
         Ok(f) => Ok(f),
-        Err(FirstError::Stop(stop)) => Err(Refused::dlp(Refusal::from_stop(stop, &route.id))),
+        Err(FirstError::Stop(stop)) => Err(Refused::dlp(Refusal::from_stop(stop, &r.route.id))),
         Err(FirstError::Read) => Err(refused(Kind::Protocol, "request body could not be read")),
     }
 }
 
+/// What DLP found before anything was sent: in the URL, in header names and values, and the
+/// rules the first window of the body holds for the operator.
+struct Findings<'a> {
+    url: &'a [Hit],
+    fields: &'a FieldHits,
+    body_rules: Vec<String>,
+}
+
 /// URL and header findings, and the first window's holds: one decision. Returns the path and
 /// query to send.
-#[allow(clippy::too_many_arguments)]
 async fn decide(
     d: &RouteDlp,
     holds: &Holds,
     parts: &mut http::request::Parts,
     pq: &str,
-    url_hits: &[Hit],
-    field_hits: &FieldHits,
-    body_rules: Vec<String>,
+    findings: Findings<'_>,
     verdict: &Verdict,
     rec: &mut AuditRecord,
 ) -> Result<String, Refused> {
+    let Findings {
+        url: url_hits,
+        fields: field_hits,
+        body_rules,
+    } = findings;
     let mut where_: Vec<String> = Vec::new();
     if !url_hits.is_empty() {
         where_.push("URL".to_string());
@@ -245,18 +240,16 @@ async fn decide(
 
 /// The body as sent: the scanned first window whole, or followed by the rest scanned as it
 /// streams.
-#[allow(clippy::too_many_arguments)]
 async fn body_to_send(
-    shared: &Shared,
-    st: &State,
+    r: &Routed<'_>,
     d: &RouteDlp,
-    route: &Route,
     parts: &mut http::request::Parts,
     first: First,
     prefix: BytesMut,
     holds: Holds,
     verdict: &Arc<Verdict>,
 ) -> Result<Body, Refused> {
+    let st = r.st;
     let Some(rest) = first.rest else {
         let mut trailers = first.trailers;
         if let Some(t) = trailers.as_mut() {
@@ -279,12 +272,12 @@ async fn body_to_send(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     let rest = scanned::stream_rest(
-        &shared.tasks,
-        shared.pool.clone(),
+        &r.shared.tasks,
+        r.shared.pool.clone(),
         first.scan,
         rest,
         holds,
-        route.id.clone(),
+        r.route.id.clone(),
         verdict.clone(),
     );
     Ok(http_body_util::BodyExt::boxed_unsync(Chain {

@@ -28,8 +28,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("broker key: {0}")]
-    BrokerKey(String),
     /// The config is refused by its schema (the contract crate).
     #[error(transparent)]
     Contract(#[from] contract::Error),

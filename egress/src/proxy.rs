@@ -86,8 +86,7 @@ impl State {
             .any(|r| matches!(r.kind, RouteKind::Http { auth: true, .. }));
         let handoff = match (needs_handoff, config.cred_proxy) {
             (true, Some(addr)) => {
-                let key = contract::handoff::BrokerKey::from_env()
-                    .map_err(|e| Error::BrokerKey(e.to_string()))?;
+                let key = contract::handoff::BrokerKey::from_env()?;
                 Some(Handoff {
                     addr,
                     key,

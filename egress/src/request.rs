@@ -268,10 +268,15 @@ async fn handle(
     let upgrade_fut = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let up = Arc::new(AtomicU64::new(0));
-    let (body, out) = outgoing(
-        shared, st, route_dlp, others, route, &mut parts, body, host, port, &pq, rec,
-    )
-    .await?;
+    let routed = Routed {
+        shared,
+        st,
+        route,
+        host,
+        port,
+        pq: &pq,
+    };
+    let (body, out) = outgoing(&routed, route_dlp, others, &mut parts, body, rec).await?;
     let body: Body = Counted::new(body, up.clone(), None).boxed_unsync();
     check_redacted_path(route, &facts, &pq, &out.pq)?;
 
@@ -419,27 +424,29 @@ impl Outgoing {
     }
 }
 
+/// A request as routed: what deciding what leaves on it needs to know.
+pub(crate) struct Routed<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) st: &'a State,
+    pub(crate) route: &'a Route,
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+    /// The path and query as the agent sent them.
+    pub(crate) pq: &'a str,
+}
+
 /// The URL and body to send: through DLP on a route with it, else only past the placeholder
 /// guard (when another route has a placeholder at all).
-#[allow(clippy::too_many_arguments)]
 async fn outgoing(
-    shared: &Arc<Shared>,
-    st: &Arc<State>,
+    r: &Routed<'_>,
     route_dlp: &Option<RouteDlp>,
     others: ExactSet,
-    route: &Route,
     parts: &mut http::request::Parts,
     body: Incoming,
-    host: &str,
-    port: u16,
-    pq: &str,
     rec: &mut AuditRecord,
 ) -> Result<(Body, Outgoing), Refused> {
     if let Some(d) = route_dlp {
-        let (pq, body, v) = apply_dlp(
-            shared, st, d, &others, route, parts, body, host, port, pq, rec,
-        )
-        .await?;
+        let (pq, body, v) = apply_dlp(r, d, &others, parts, body, rec).await?;
         let out = Outgoing {
             pq,
             verdict: Some(v),
@@ -457,7 +464,7 @@ async fn outgoing(
         PlaceholderGuard::new(raw, others, hit).boxed_unsync()
     };
     let out = Outgoing {
-        pq: pq.to_string(),
+        pq: r.pq.to_string(),
         verdict: None,
         placeholder_hit,
     };

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 
 use crate::cli::{Format, StartArgs};
+use crate::docker::EngineInfo;
 use crate::error::{Error, Problem};
 use crate::home::Home;
 use crate::manifest;
@@ -19,9 +20,14 @@ pub async fn probe_engine() -> EngineProbe {
         Ok(engine) => engine.probe().await,
         Err(e) => Err(e),
     };
+    engine_probe(probed.as_ref())
+}
+
+/// What the plan records of the engine: what it answered, or why it did not.
+pub fn engine_probe(probed: Result<&EngineInfo, &Error>) -> EngineProbe {
     match probed {
         Ok(info) => EngineProbe {
-            version: info.version,
+            version: info.version.clone(),
             unreachable: None,
             runsc: info.runsc,
         },
@@ -57,13 +63,18 @@ pub fn pick_agent(home: &Home, name: Option<&str>) -> Result<String, Error> {
     }
 }
 
-/// Resolve the plan `start` would execute for these arguments.
-pub async fn plan_for(home: &Home, args: &StartArgs) -> Result<Plan, Error> {
+/// Resolve the plan `start` would execute for these arguments; `probe`
+/// asks the engine, once the arguments and manifests are known to be good.
+pub async fn plan_for(
+    home: &Home,
+    args: &StartArgs,
+    probe: impl std::future::Future<Output = EngineProbe>,
+) -> Result<Plan, Error> {
     let agent = pick_agent(home, args.agent.as_deref())?;
     let resolved = manifest::resolve(home, &agent)?;
     // Usage errors before asking the engine anything.
     plan::parse_sidecar_images(&args.sidecar_image)?;
-    let probe = probe_engine().await;
+    let probe = probe.await;
     let opts = PlanOptions {
         id: None,
         sidecar_images: args.sidecar_image.clone(),
@@ -84,7 +95,7 @@ pub async fn plan_for(home: &Home, args: &StartArgs) -> Result<Plan, Error> {
 /// `start --dry-run`.
 pub async fn run(args: &StartArgs) -> Result<u8, Error> {
     let home = Home::from_env()?;
-    let plan = plan_for(&home, args).await?;
+    let plan = plan_for(&home, args, probe_engine()).await?;
     match args.format {
         Format::Json => println!("{}", to_json(&plan)),
         Format::Human => print!("{}", human(&plan, std::io::stdout().is_terminal())),

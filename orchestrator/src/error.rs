@@ -60,13 +60,6 @@ pub enum Error {
     )]
     EngineUnreachable { detail: String },
 
-    #[error("Docker engine: {context}: {source}")]
-    Docker {
-        context: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
-
     #[error(
         "the `{name}` binary is missing (looked in {}); build it with `cargo build --release -p {package}` \
          or point BOT_BOTTLE_BIN_DIR at the directory holding it",
@@ -96,9 +89,6 @@ pub enum Error {
         "the {role} config rendered from the manifests is refused by {role}'s own schema: {detail}"
     )]
     Render { role: String, detail: String },
-
-    #[error("`{0}` arrives with the lifecycle work (not implemented in this build yet)")]
-    NotYet(String),
 
     // --- bringing bottles up and down, and the commands on them
     #[error("Docker engine: cannot {what}: {source}")]
@@ -174,13 +164,6 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
-        }
-    }
-
-    pub(crate) fn docker(context: impl Into<String>, source: bollard::errors::Error) -> Error {
-        Error::Docker {
-            context: context.into(),
             source,
         }
     }

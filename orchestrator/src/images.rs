@@ -216,14 +216,10 @@ pub fn planned_tag(name: &str) -> Result<String, Error> {
     Ok(Context::load(name)?.tag())
 }
 
-/// Tag of an image built from a manifest's own Dockerfile (agent images).
-pub fn dockerfile_tag(agent: &str, path: &Path) -> Result<String, Error> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    h.update(&text);
-    h.update(base_image().as_bytes());
-    let slug: String = agent
-        .chars()
+/// `name` lower-cased with every character other than an ASCII letter or
+/// digit turned into `-`: what image tags and bottle ids may hold.
+pub(crate) fn slug(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -231,7 +227,16 @@ pub fn dockerfile_tag(agent: &str, path: &Path) -> Result<String, Error> {
                 '-'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Tag of an image built from a manifest's own Dockerfile (agent images).
+pub fn dockerfile_tag(agent: &str, path: &Path) -> Result<String, Error> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    h.update(&text);
+    h.update(base_image().as_bytes());
+    let slug = slug(agent);
     Ok(format!(
         "{IMAGE_PREFIX}agent-{slug}:{}",
         hex::encode(&h.finalize()[..8])

@@ -22,11 +22,6 @@ pub const CA_KEY: &str = "secrets/ca-key.pem";
 pub const BROKER_KEY: &str = "secrets/broker-key";
 pub const CANARY: &str = "secrets/canary";
 
-/// Where the agent finds the bottle CA and the combined bundle (the plan
-/// points the trust variables there).
-pub const AGENT_CA_FILE: &str = crate::plan::AGENT_CA_FILE;
-pub const AGENT_BUNDLE: &str = crate::plan::AGENT_CA_BUNDLE;
-
 /// The per-bottle secrets, generated once and kept (0600) for `resume`.
 #[derive(Clone)]
 pub struct Secrets {

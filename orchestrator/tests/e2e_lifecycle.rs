@@ -29,6 +29,16 @@ fn sh(bottle_cmd: &str) -> Vec<String> {
     vec!["bash".into(), "-c".into(), bottle_cmd.into()]
 }
 
+/// Connects to the engine and brings `plan` up, as `orchestrator start` does.
+async fn bring_up(
+    th: &TestHome,
+    plan: &orchestrator::plan::Plan,
+    cancel: &CancellationToken,
+) -> Result<lifecycle::Bottle, lifecycle::Error> {
+    let backend = lifecycle::connect(&th.home).await?;
+    lifecycle::bring_up_plan(backend, &th.home, plan, None, cancel, &Quiet).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_reaches_its_sidecar_but_not_the_host_and_teardown_leaves_nothing() {
     if !docker_or_skip("isolation") {
@@ -44,9 +54,7 @@ async fn agent_reaches_its_sidecar_but_not_the_host_and_teardown_leaves_nothing(
     listener.set_nonblocking(true).unwrap();
 
     let cancel = CancellationToken::new();
-    let bottle = lifecycle::bring_up_plan(&th.home, &plan, None, &cancel, &Quiet)
-        .await
-        .expect("bring-up");
+    let bottle = bring_up(&th, &plan, &cancel).await.expect("bring-up");
     // The stub has no health check, so bring-up returns once it runs, which
     // may be before its server listens.
     wait_listening(&format!("bb-{id}-egress"), 3128, "the stub egress");
@@ -212,7 +220,7 @@ async fn cancel_at_any_point_of_bring_up_removes_everything() {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             c2.cancel();
         });
-        let r = lifecycle::bring_up_plan(&th.home, &plan, None, &cancel, &Quiet).await;
+        let r = bring_up(&th, &plan, &cancel).await;
         match r {
             Err(lifecycle::Error::Cancelled) => {}
             Ok(b) => {
@@ -244,8 +252,8 @@ async fn two_bottles_of_one_agent_and_stop_resume_keeps_the_workspace() {
     let (id_a, id_b) = (unique_id("twoa"), unique_id("twob"));
     let (plan_a, plan_b) = (stub_plan(&th, &id_a), stub_plan(&th, &id_b));
     let (a, b) = tokio::join!(
-        lifecycle::bring_up_plan(&th.home, &plan_a, None, &cancel, &Quiet),
-        lifecycle::bring_up_plan(&th.home, &plan_b, None, &cancel, &Quiet),
+        bring_up(&th, &plan_a, &cancel),
+        bring_up(&th, &plan_b, &cancel),
     );
     let (a, b) = (a.expect("first bottle"), b.expect("second bottle"));
     let wa = a

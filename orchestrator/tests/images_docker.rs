@@ -25,9 +25,7 @@ impl Progress for Quiet {
 /// of this file run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
+use test_support::docker::in_ci as ci;
 
 /// The engine with the local base image, or None (a printed skip) without
 /// them; with CI=true a failure.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 #[allow(unused_imports)]
 pub use test_support::pki::Pki;
 #[allow(unused_imports)]
-pub use test_support::upstream::{handler, ok_handler, Handler, Seen, Upstream};
+pub use test_support::upstream::{handler, ok_handler, Seen, Upstream};
 #[allow(unused_imports)]
 pub use test_support::{full, Body as TestBody, BoxError};
 

@@ -32,8 +32,9 @@ pub enum Fault {
     /// The engine refuses: a create finds its name taken by an object of
     /// another home (which must survive the undo); other requests fail.
     Refuse,
-    /// The caller is cancelled while the request is in flight, before the
-    /// engine acts on it.
+    /// The caller is cancelled while the request is in flight: a caller that
+    /// stops waiting on cancel drops it before the engine acts on it; one
+    /// that does not (a create) still gets it made, as with `CancelAfter`.
     CancelBefore,
     /// The engine completes the request, and the caller is cancelled before
     /// it reads the reply.
@@ -68,6 +69,8 @@ struct Engine {
     containers: BTreeMap<String, Container>,
     steps: Vec<String>,
     fault: Option<(usize, Fault)>,
+    /// Every list request fails (so no sweep by labels can find anything).
+    listing_refused: bool,
 }
 
 /// The object a create request would make (a refusal takes its name first).
@@ -213,6 +216,11 @@ impl FakeBackend {
     /// Step `n` (counted from 1) of what follows gets `fault`.
     pub fn fault_at(&self, n: usize, fault: Fault) {
         self.engine().fault = Some((n, fault));
+    }
+
+    /// From now on the engine answers every list request with an error.
+    pub fn refuse_listing(&self) {
+        self.engine().listing_refused = true;
     }
 
     /// The requests seen, in order (the steps a fault can be put at).
@@ -576,6 +584,9 @@ impl Backend for FakeBackend {
 
     async fn leftovers(&self, bottle: Option<&str>) -> Result<Leftovers, Error> {
         let e = self.engine();
+        if e.listing_refused {
+            return Err(refused("list objects", 500, "listing refused".into()));
+        }
         let mut out = Leftovers::default();
         let mut note = |labels: &Labels, name: &str, into: &mut Vec<String>| {
             if self.ours(labels, bottle) {

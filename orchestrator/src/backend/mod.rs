@@ -412,46 +412,29 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<Leftovers, Self::Error>> + Send;
 }
 
-/// The connections every bottle allows (the rest is denied).
+/// The connections every bottle allows (the rest is denied): each at the
+/// port its sidecar listens on, when the bottle has that sidecar (and, for
+/// a sidecar-to-sidecar path, the one it comes from).
 pub fn standard_connections(roles: &[Role]) -> Vec<Connection> {
-    let mut out = Vec::new();
-    let has = |r: Role| roles.contains(&r);
-    if has(Role::Egress) {
-        out.push(Connection {
-            from: Role::Agent,
-            to: Role::Egress,
-            port: 3128,
-        });
-    }
-    if has(Role::GitGate) {
-        out.push(Connection {
-            from: Role::Agent,
-            to: Role::GitGate,
-            port: 9418,
-        });
-        if has(Role::Egress) {
-            out.push(Connection {
-                from: Role::GitGate,
-                to: Role::Egress,
-                port: 3128,
-            });
-        }
-    }
-    if has(Role::Supervise) {
-        out.push(Connection {
-            from: Role::Agent,
-            to: Role::Supervise,
-            port: 9100,
-        });
-    }
-    if has(Role::CredProxy) && has(Role::Egress) {
-        out.push(Connection {
-            from: Role::Egress,
-            to: Role::CredProxy,
-            port: 9099,
-        });
-    }
-    out
+    const PATHS: [(Role, Role); 5] = [
+        (Role::Agent, Role::Egress),
+        (Role::Agent, Role::GitGate),
+        (Role::GitGate, Role::Egress),
+        (Role::Agent, Role::Supervise),
+        (Role::Egress, Role::CredProxy),
+    ];
+    let has = |r: Role| r == Role::Agent || roles.contains(&r);
+    PATHS
+        .into_iter()
+        .filter(|&(from, to)| has(from) && has(to))
+        .filter_map(|(from, to)| {
+            Some(Connection {
+                from,
+                to,
+                port: to.port()?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,8 +16,7 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptions, LogsOptions, StopContainerOptions,
-    UploadToContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, LogsOptions, UploadToContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -157,29 +156,6 @@ impl DockerBackend {
             Ok(c) => Ok(Some(c.state.and_then(|s| s.running).unwrap_or(false))),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(engine_err("inspect container")(e)),
-        }
-    }
-
-    /// Stops a component, leaving it in place.
-    pub async fn stop_service(&self, bottle: &str, role: Role) -> Result<(), Error> {
-        let name = container_name(bottle, role);
-        match self
-            .docker()
-            .stop_container(
-                &name,
-                Some(StopContainerOptions {
-                    t: Some(5),
-                    signal: None,
-                }),
-            )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(engine_err(format!("stop {name}"))(e)),
         }
     }
 

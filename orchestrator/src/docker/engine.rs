@@ -132,7 +132,7 @@ impl Engine {
         match self.docker.inspect_image(reference).await {
             Ok(_) => Ok(true),
             Err(e) if super::is_not_found(&e) => Ok(false),
-            Err(e) => Err(Error::docker(format!("inspect image {reference}"), e)),
+            Err(e) => Err(super::engine_err(format!("inspect image {reference}"))(e)),
         }
     }
 
@@ -207,6 +207,6 @@ impl Engine {
                 ),
             )
             .await
-            .map_err(|e| Error::docker(format!("tag {image} as {repo}:{tag}"), e))
+            .map_err(super::engine_err(format!("tag {image} as {repo}:{tag}")))
     }
 }

@@ -134,8 +134,15 @@ pub(super) fn extra_hosts(
         .collect()
 }
 
-/// Where the agent reaches supervise-mcp (its alias on the internal network).
-pub(super) const SUPERVISE_URL: &str = "http://supervise:9100/mcp";
+/// Where the agent reaches supervise-mcp (its alias and port on the internal network).
+pub(super) fn supervise_url() -> String {
+    let s = Role::Supervise;
+    format!(
+        "http://{}:{}/mcp",
+        s.alias(),
+        s.port().expect("supervise listens on a port")
+    )
+}
 
 /// What goes into the agent before it starts.
 #[derive(Clone, Copy)]
@@ -325,7 +332,7 @@ pub(super) async fn provision_files<B: Backend<Error = Error>>(
     // CA: the agent is not root, so the trust store is written from outside.
     let bundle = cancellable(
         cancel,
-        backend.read_file(id, Role::Agent, provision::AGENT_BUNDLE),
+        backend.read_file(id, Role::Agent, crate::plan::AGENT_CA_BUNDLE),
     )
     .await
     .unwrap_or_default();
@@ -334,8 +341,8 @@ pub(super) async fn provision_files<B: Backend<Error = Error>>(
         combined.push(b'\n');
     }
     combined.extend_from_slice(secrets.ca_cert_pem.as_bytes());
-    let (ca_dir, ca_name) = split_path(provision::AGENT_CA_FILE);
-    let (bundle_dir, bundle_name) = split_path(provision::AGENT_BUNDLE);
+    let (ca_dir, ca_name) = split_path(crate::plan::AGENT_CA_FILE);
+    let (bundle_dir, bundle_name) = split_path(crate::plan::AGENT_CA_BUNDLE);
     let ca_files = [provision::file(ca_name, secrets.ca_cert_pem.clone(), 0o644)];
     let bundle_files = [provision::file(bundle_name, combined, 0o644)];
     let home_files = home_files(setup)?;
@@ -383,7 +390,7 @@ fn home_files(setup: &AgentSetup) -> Result<Vec<FileSpec>, Error> {
     }
     if setup.provider.as_deref() == Some("claude") {
         let settings = if setup.supervise {
-            provision::claude_settings(SUPERVISE_URL)
+            provision::claude_settings(&supervise_url())
         } else {
             "{}".to_string()
         };
@@ -435,9 +442,16 @@ pub(super) async fn register_mcp<B: Backend<Error = Error>>(
 ) -> Result<(), Error> {
     if setup.provider.as_deref() == Some("codex") && setup.supervise {
         let req = ExecRequest {
-            cmd: ["codex", "mcp", "add", "supervise", "--url", SUPERVISE_URL]
-                .map(String::from)
-                .to_vec(),
+            cmd: [
+                "codex",
+                "mcp",
+                "add",
+                "supervise",
+                "--url",
+                &supervise_url(),
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Default::default()
         };
         cancellable(
@@ -574,13 +588,13 @@ pub(super) async fn bring_up_or_undo<B: Backend<Error = Error>>(
 /// Brings a bottle up from its plan (state dir, secrets, networks, sidecars,
 /// agent, provisioning). Any failure or cancel removes everything again.
 pub async fn bring_up_plan(
+    backend: DockerBackend,
     home: &Home,
     plan: &Plan,
     cwd: Option<&std::path::Path>,
     cancel: &CancellationToken,
     progress: &dyn Progress,
 ) -> Result<Bottle, Error> {
-    let backend = connect(home).await?;
     let state = StateDir::create(&home.root, &plan.id)?;
     let result = async {
         let secrets = Secrets::generate(&plan.id)?;

@@ -26,9 +26,11 @@ pub struct StartOptions {
     pub cwd: Option<PathBuf>,
 }
 
-/// `start`: bring-up, then the session (or `--detach`), then teardown unless kept.
-/// Returns the process exit code.
+/// `start`: bring-up on `backend` (the connection the plan was probed and
+/// its images made through), then the session (or `--detach`), then
+/// teardown unless kept. Returns the process exit code.
 pub async fn start(
+    backend: DockerBackend,
     home: &Home,
     plan: &Plan,
     opts: &StartOptions,
@@ -36,19 +38,20 @@ pub async fn start(
 ) -> Result<i32, Error> {
     let cancel = CancellationToken::new();
     let signals = cancel_on_signals(cancel.clone());
-    let result = start_with(home, plan, opts, progress, &cancel).await;
+    let result = start_with(backend, home, plan, opts, progress, &cancel).await;
     signals.abort();
     result
 }
 
 pub async fn start_with(
+    backend: DockerBackend,
     home: &Home,
     plan: &Plan,
     opts: &StartOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<i32, Error> {
-    let bottle = bring_up_plan(home, plan, opts.cwd.as_deref(), cancel, progress).await?;
+    let bottle = bring_up_plan(backend, home, plan, opts.cwd.as_deref(), cancel, progress).await?;
     if opts.detach {
         progress.step(&format!(
             "bottle {} is up; `orchestrator exec {0}` to enter, `orchestrator stop {0}` to stop",

@@ -15,7 +15,7 @@ use crate::backend::{
     ServiceSpec,
 };
 use crate::plan::{self, NetworkRole, Plan};
-use crate::provision::{self, Secrets};
+use crate::provision::Secrets;
 
 // ---------------------------------------------------------------------------
 // Plan -> layout
@@ -95,39 +95,6 @@ pub(super) fn env_value(v: &plan::EnvValue) -> EnvValue {
     }
 }
 
-/// The agent's variables bring-up always sets (the plan may set them too).
-pub(super) fn agent_defaults(roles: &[Role]) -> Vec<(String, String)> {
-    let proxy = format!(
-        "http://{}:{}",
-        Role::Egress.alias(),
-        Role::Egress.port().unwrap_or_default()
-    );
-    let mut no_proxy = vec!["localhost", "127.0.0.1"];
-    if roles.contains(&Role::GitGate) {
-        no_proxy.push("git-gate");
-    }
-    if roles.contains(&Role::Supervise) {
-        no_proxy.push("supervise");
-    }
-    let no_proxy = no_proxy.join(",");
-    vec![
-        ("HTTP_PROXY".into(), proxy.clone()),
-        ("HTTPS_PROXY".into(), proxy.clone()),
-        ("http_proxy".into(), proxy.clone()),
-        ("https_proxy".into(), proxy),
-        ("NO_PROXY".into(), no_proxy.clone()),
-        ("no_proxy".into(), no_proxy),
-        (
-            "NODE_EXTRA_CA_CERTS".into(),
-            provision::AGENT_CA_FILE.into(),
-        ),
-        ("SSL_CERT_FILE".into(), provision::AGENT_BUNDLE.into()),
-        ("REQUESTS_CA_BUNDLE".into(), provision::AGENT_BUNDLE.into()),
-        ("GIT_SSL_CAINFO".into(), provision::AGENT_BUNDLE.into()),
-        ("CURL_CA_BUNDLE".into(), provision::AGENT_BUNDLE.into()),
-    ]
-}
-
 /// Scratch directories a sidecar writes on its read-only root (tmpfs, owned
 /// by its user): nothing there must outlive the container.
 pub(super) fn writable_dirs(role: Role) -> Vec<String> {
@@ -197,7 +164,7 @@ pub fn layout_from_plan(
     let roles: Vec<Role> = std::iter::once(Role::Agent)
         .chain(plan.sidecars.iter().map(|s| s.role))
         .collect();
-    services.push(agent_service(plan, &roles, &planned));
+    services.push(agent_service(plan, &planned));
     let layout = BottleLayout {
         id: plan.id.clone(),
         preferred_ranges: plan
@@ -338,21 +305,16 @@ fn templatized_env(v: &plan::EnvValue, planned: &BTreeMap<Ipv4Addr, String>) -> 
     }
 }
 
-/// The agent's container: the internal network only, its workspace, the
-/// proxy settings and the canary in its env.
-fn agent_service(plan: &Plan, roles: &[Role], planned: &BTreeMap<Ipv4Addr, String>) -> ServiceSpec {
+/// The agent's container: the internal network only, its workspace, and the
+/// plan's env (proxy settings, CA trust and the canary among it; a later
+/// entry of the same name wins, as the plan's order says).
+fn agent_service(plan: &Plan, planned: &BTreeMap<Ipv4Addr, String>) -> ServiceSpec {
     let a = &plan.agent_container;
-    let mut env: BTreeMap<String, EnvValue> = agent_defaults(roles)
-        .into_iter()
-        .map(|(k, v)| (k, EnvValue::Literal(v)))
+    let env: BTreeMap<String, EnvValue> = a
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), templatized_env(&e.value, planned)))
         .collect();
-    for e in &a.env {
-        env.insert(e.name.clone(), templatized_env(&e.value, planned));
-    }
-    env.insert(
-        plan::CANARY_ENV.into(),
-        EnvValue::StateSecret("canary".into()),
-    );
     ServiceSpec {
         role: Role::Agent,
         image: a.image.clone(),
@@ -541,15 +503,5 @@ mod tests {
         assert!(check_current(&layout).is_ok());
         layout.services.pop();
         assert!(check_current(&layout).is_ok(), "no git, nothing to fix");
-    }
-
-    #[test]
-    fn agent_proxy_settings_in_both_cases() {
-        let env = agent_defaults(&[Role::Agent, Role::Egress, Role::GitGate]);
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("http_proxy"), Some("http://egress:3128"));
-        assert_eq!(get("HTTPS_PROXY"), Some("http://egress:3128"));
-        assert!(get("NO_PROXY").unwrap().contains("git-gate"));
-        assert!(!get("NO_PROXY").unwrap().contains("egress"));
     }
 }

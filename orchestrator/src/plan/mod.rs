@@ -327,13 +327,6 @@ impl Plan {
     pub fn network(&self, role: NetworkRole) -> Option<&NetworkPlan> {
         self.networks.iter().find(|n| n.role == role)
     }
-
-    /// Labels for one object of this bottle.
-    pub fn labels_for(&self, role: &str) -> BTreeMap<String, String> {
-        let mut l = self.labels.clone();
-        l.insert(LABEL_ROLE.to_string(), role.to_string());
-        l
-    }
 }
 
 /// Private pool the orchestrator carves bottle networks from (/28 each).
@@ -384,16 +377,7 @@ pub struct PlanOptions {
 
 /// A fresh bottle id: the agent name (slug) and 6 random hex digits.
 pub fn new_id(agent: &str) -> String {
-    let slug: String = agent
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>()
+    let slug: String = crate::images::slug(agent)
         .trim_matches('-')
         .chars()
         .take(40)

@@ -3,9 +3,10 @@
 
 use std::io::IsTerminal;
 
+use orchestrator::dryrun;
 use orchestrator::home::Home;
 use orchestrator::lifecycle::{self, confirm, Progress, StartOptions, StderrProgress};
-use orchestrator::plan::{self, Plan};
+use orchestrator::plan;
 use orchestrator::Error;
 
 /// A command's exit code as the process's (an error is `main`'s to print).
@@ -17,19 +18,22 @@ fn cli_home() -> Result<Home, Error> {
     Home::from_env()
 }
 
-/// Makes every image the plan names exist (built-in ones by content hash,
-/// the agent's own Dockerfile, overrides checked): nothing is ever pulled.
-async fn ensure_plan_images(plan: &Plan, progress: &dyn Progress) -> Result<(), Error> {
-    let engine = orchestrator::docker::Engine::connect().await?;
-    orchestrator::images::ensure_plan_images(&engine, plan, progress).await
-}
-
-/// `orchestrator start AGENT [...]` (not `--dry-run`).
+/// `orchestrator start AGENT [...]` (not `--dry-run`). One connection to
+/// the engine serves the plan's probe, the images and the bring-up.
 pub async fn start(args: &orchestrator::cli::StartArgs) -> Result<u8, Error> {
     let progress = StderrProgress::default();
     let home = cli_home()?;
-    let plan = orchestrator::dryrun::plan_for(&home, args).await?;
+    let mut connected = None;
+    let probe = async {
+        let backend = lifecycle::connect(&home).await;
+        let probe = dryrun::engine_probe(backend.as_ref().map(|b| b.info()));
+        connected = Some(backend);
+        probe
+    };
+    let plan = dryrun::plan_for(&home, args, probe).await?;
+    // An unreachable engine is the plan's to refuse, with its reason.
     plan::check_ready(&plan)?;
+    let backend = connected.expect("a plan is built only after its probe")?;
     eprint!(
         "{}",
         orchestrator::dryrun::human(&plan, std::io::stderr().is_terminal())
@@ -38,7 +42,9 @@ pub async fn start(args: &orchestrator::cli::StartArgs) -> Result<u8, Error> {
         eprintln!("bot-bottle: not started");
         return Ok(1);
     }
-    ensure_plan_images(&plan, &progress).await?;
+    // Built-in images by content hash, the agent's own Dockerfile,
+    // overrides checked: nothing is ever pulled.
+    orchestrator::images::ensure_plan_images(backend.engine(), &plan, &progress).await?;
     let opts = StartOptions {
         command: args.command.clone(),
         keep: args.keep,
@@ -46,7 +52,7 @@ pub async fn start(args: &orchestrator::cli::StartArgs) -> Result<u8, Error> {
         cwd: args.cwd.clone(),
     };
     progress.step("images ready");
-    report(lifecycle::start(&home, &plan, &opts, &progress).await)
+    report(lifecycle::start(backend, &home, &plan, &opts, &progress).await)
 }
 
 pub async fn exec(id: &str, command: &[String]) -> Result<u8, Error> {

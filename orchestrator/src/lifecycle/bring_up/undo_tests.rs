@@ -99,11 +99,21 @@ struct Run {
 }
 
 async fn run(fault: Option<(usize, Fault)>, workspace_before: bool) -> Run {
+    run_with(fault, workspace_before, |_| {}).await
+}
+
+/// `run`, with the fake engine set up further by `prepare` first.
+async fn run_with(
+    fault: Option<(usize, Fault)>,
+    workspace_before: bool,
+    prepare: impl FnOnce(&FakeBackend),
+) -> Run {
     let home = tempfile::tempdir().unwrap();
     let state = StateDir::create(home.path(), ID).unwrap();
     let cancel = CancellationToken::new();
     let fake = FakeBackend::new(HOME, cancel.clone());
     fake.add_operator_network(OPERATOR_NET, "172.30.0.0/24");
+    prepare(&fake);
     if workspace_before {
         fake.ensure_volume(ID, Role::Agent, "workspace")
             .await
@@ -218,6 +228,28 @@ async fn a_refusal_at_any_step_leaves_nothing_of_the_bottle() {
             r.fake.objects(),
             expected_after(&["network upstream-net"], Fault::Refuse, &step),
             "refusal at step {n} ({step})"
+        );
+    }
+}
+
+/// When the sweep by labels cannot list (an engine error), what bring-up
+/// recorded as it went is enough to remove everything it made.
+#[tokio::test]
+async fn the_undo_record_alone_removes_what_a_refused_bring_up_made() {
+    let steps = step_count().await;
+    for n in 1..=steps {
+        let r = run_with(Some((n, Fault::Refuse)), false, |fake| {
+            fake.refuse_listing()
+        })
+        .await;
+        if r.result.is_ok() {
+            continue; // a best-effort read: nothing failed, nothing to undo
+        }
+        let step = r.fake.steps()[n - 1].clone();
+        assert_eq!(
+            r.fake.objects(),
+            expected_after(&["network upstream-net"], Fault::Refuse, &step),
+            "refusal at step {n} ({step}) with no sweep"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! literal, a sidecar or the host machine.
 
 use super::super::{is_ip_literal, HostPattern};
-use super::{HOST_MACHINE_NAMES, SIDECAR_NAMES};
+use super::{is_sidecar_name, HOST_MACHINE_NAMES};
 
 /// Check a host name or `*.suffix`: lower case DNS labels, at least two
 /// labels, no IP literal, no sidecar name.
@@ -40,7 +40,7 @@ pub(super) fn host_pattern(s: &str) -> Result<HostPattern, String> {
         }
     }
     if labels.len() < 2 {
-        if SIDECAR_NAMES.contains(&name) {
+        if is_sidecar_name(name) {
             return Err(format!(
                 "{expected}, found {s:?}: that is a sidecar's name, never a route"
             ));

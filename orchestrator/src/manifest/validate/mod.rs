@@ -14,6 +14,7 @@ use super::raw::RawBottle;
 use super::template;
 use super::{Bottle, EnvSpec, Origin, Provider, Route};
 use crate::error::{Error, Problem};
+use contract::Role;
 use host::host_pattern;
 use layer::{layer, Layer};
 
@@ -23,14 +24,12 @@ pub const READ_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
     all.iter().map(|t| name(*t)).collect()
 }
-/// Names the sidecars answer to; never a route host.
-pub const SIDECAR_NAMES: [&str; 5] = [
-    "egress",
-    "cred-proxy",
-    "git-gate",
-    "supervise",
-    "supervise-mcp",
-];
+/// Whether `name` is one the sidecars answer to (alias or binary name): never a route host.
+pub fn is_sidecar_name(name: &str) -> bool {
+    Role::SIDECARS
+        .iter()
+        .any(|r| r.alias() == name || r.binary() == Some(name))
+}
 /// Names container engines give the host machine.
 pub const HOST_MACHINE_NAMES: [&str; 4] = [
     "host.docker.internal",

@@ -290,7 +290,7 @@ fn dlp_settings(o: &Origin, d: raw::RawDlp, dlp: &mut Dlp, problems: &mut Vec<Pr
             "dlp.outbound_detectors",
             format!(
                 "expected a list of detectors ({}) or false, found {}",
-                names(&Detector::ALL, Detector::as_str).join(", "),
+                detector_names.join(", "),
                 parse::describe(&other)
             ),
         )),

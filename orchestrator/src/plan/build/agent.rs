@@ -78,36 +78,13 @@ impl Builder<'_> {
     /// Proxy and CA trust first, then the template's settings, the
     /// placeholders, and the manifest's env (which may replace any of these).
     fn agent_env(&mut self, template: Option<Template>, routes: &[RoutePlan]) -> Vec<EnvVar> {
-        let egress_url = format!(
-            "http://{}:{}",
-            Role::Egress.alias(),
-            Role::Egress.port().unwrap_or(3128)
-        );
-        let mut no_proxy = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        if self.has_git {
-            no_proxy.insert(0, Role::GitGate.alias().to_string());
-        }
-        if self.bottle.supervise {
-            no_proxy.insert(0, Role::Supervise.alias().to_string());
-        }
-        let mut env = vec![
-            lit("HTTP_PROXY", &egress_url),
-            lit("HTTPS_PROXY", &egress_url),
-            lit("http_proxy", &egress_url),
-            lit("https_proxy", &egress_url),
-            lit("NO_PROXY", no_proxy.join(",")),
-            lit("no_proxy", no_proxy.join(",")),
-            lit("NODE_EXTRA_CA_CERTS", AGENT_CA_FILE),
-            lit("SSL_CERT_FILE", AGENT_CA_BUNDLE),
-            lit("REQUESTS_CA_BUNDLE", AGENT_CA_BUNDLE),
-            lit("GIT_SSL_CAINFO", AGENT_CA_BUNDLE),
-            EnvVar {
-                name: CANARY_ENV.into(),
-                value: EnvValue::Generated {
-                    kind: "canary".into(),
-                },
+        let mut env = proxy_and_trust(self.has_git, self.bottle.supervise);
+        env.push(EnvVar {
+            name: CANARY_ENV.into(),
+            value: EnvValue::Generated {
+                kind: "canary".into(),
             },
-        ];
+        });
         if let Some(t) = template {
             for (k, v) in manifest::template_agent_env(t) {
                 env.push(lit(k, v));
@@ -194,5 +171,55 @@ fn lit(name: &str, value: impl Into<String>) -> EnvVar {
         value: EnvValue::Literal {
             value: value.into(),
         },
+    }
+}
+
+/// Every client in the agent goes through egress (but for the sidecars it
+/// reaches directly) and trusts the bottle's CA.
+fn proxy_and_trust(has_git: bool, supervise: bool) -> Vec<EnvVar> {
+    let egress_url = format!(
+        "http://{}:{}",
+        Role::Egress.alias(),
+        Role::Egress.port().expect("egress listens on a port")
+    );
+    let mut no_proxy = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if has_git {
+        no_proxy.insert(0, Role::GitGate.alias().to_string());
+    }
+    if supervise {
+        no_proxy.insert(0, Role::Supervise.alias().to_string());
+    }
+    vec![
+        lit("HTTP_PROXY", &egress_url),
+        lit("HTTPS_PROXY", &egress_url),
+        lit("http_proxy", &egress_url),
+        lit("https_proxy", &egress_url),
+        lit("NO_PROXY", no_proxy.join(",")),
+        lit("no_proxy", no_proxy.join(",")),
+        lit("NODE_EXTRA_CA_CERTS", AGENT_CA_FILE),
+        lit("SSL_CERT_FILE", AGENT_CA_BUNDLE),
+        lit("REQUESTS_CA_BUNDLE", AGENT_CA_BUNDLE),
+        lit("GIT_SSL_CAINFO", AGENT_CA_BUNDLE),
+        lit("CURL_CA_BUNDLE", AGENT_CA_BUNDLE),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_proxy_settings_in_both_cases() {
+        let env = proxy_and_trust(true, false);
+        let get = |k: &str| {
+            env.iter().find(|v| v.name == k).map(|v| match &v.value {
+                EnvValue::Literal { value } => value.as_str(),
+                other => panic!("{k} is not a literal: {other:?}"),
+            })
+        };
+        assert_eq!(get("http_proxy"), Some("http://egress:3128"));
+        assert_eq!(get("HTTPS_PROXY"), Some("http://egress:3128"));
+        assert!(get("NO_PROXY").unwrap().contains("git-gate"));
+        assert!(!get("NO_PROXY").unwrap().contains("egress"));
     }
 }

@@ -164,7 +164,7 @@ pub fn layout_from_plan(
     let roles: Vec<Role> = std::iter::once(Role::Agent)
         .chain(plan.sidecars.iter().map(|s| s.role))
         .collect();
-    services.push(agent_service(plan, &planned));
+    services.push(agent_service(plan, &roles, &planned));
     let layout = BottleLayout {
         id: plan.id.clone(),
         preferred_ranges: plan
@@ -305,16 +305,25 @@ fn templatized_env(v: &plan::EnvValue, planned: &BTreeMap<Ipv4Addr, String>) -> 
     }
 }
 
-/// The agent's container: the internal network only, its workspace, and the
-/// plan's env (proxy settings, CA trust and the canary among it; a later
-/// entry of the same name wins, as the plan's order says).
-fn agent_service(plan: &Plan, planned: &BTreeMap<Ipv4Addr, String>) -> ServiceSpec {
+/// The agent's container: the internal network only, its workspace, the
+/// proxy settings and the canary in its env whatever the plan lists.
+fn agent_service(plan: &Plan, roles: &[Role], planned: &BTreeMap<Ipv4Addr, String>) -> ServiceSpec {
     let a = &plan.agent_container;
-    let env: BTreeMap<String, EnvValue> = a
-        .env
+    let defaults = plan::proxy_and_trust(
+        roles.contains(&Role::GitGate),
+        roles.contains(&Role::Supervise),
+    );
+    let mut env: BTreeMap<String, EnvValue> = defaults
         .iter()
-        .map(|e| (e.name.clone(), templatized_env(&e.value, planned)))
+        .map(|e| (e.name.clone(), env_value(&e.value)))
         .collect();
+    for e in &a.env {
+        env.insert(e.name.clone(), templatized_env(&e.value, planned));
+    }
+    env.insert(
+        plan::CANARY_ENV.into(),
+        EnvValue::StateSecret("canary".into()),
+    );
     ServiceSpec {
         role: Role::Agent,
         image: a.image.clone(),

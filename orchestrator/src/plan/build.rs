@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use contract::egress::OnMatch;
 
 mod agent;
+pub use agent::proxy_and_trust;
 mod sidecars;
 
 use super::{

@@ -17,7 +17,7 @@ use crate::error::Error;
 
 mod build;
 
-pub use build::build;
+pub use build::{build, proxy_and_trust};
 
 /// Version of the JSON shape printed by `start --dry-run --format json`.
 pub const PLAN_FORMAT_VERSION: u32 = 1;

@@ -175,8 +175,9 @@ fn lit(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 /// Every client in the agent goes through egress (but for the sidecars it
-/// reaches directly) and trusts the bottle's CA.
-fn proxy_and_trust(has_git: bool, supervise: bool) -> Vec<EnvVar> {
+/// reaches directly) and trusts the bottle's CA. The layout sets these
+/// again under the plan's env, so a plan made by hand gets them too.
+pub fn proxy_and_trust(has_git: bool, supervise: bool) -> Vec<EnvVar> {
     let egress_url = format!(
         "http://{}:{}",
         Role::Egress.alias(),
